@@ -1,0 +1,34 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from urbanhub import __version__
+from urbanhub.api import ngsild, system
+from urbanhub.api.problems import install_problem_handlers
+from urbanhub.config import Settings, get_settings
+from urbanhub.hub.runtime import Hub
+
+
+def create_app(settings: Settings | None = None, hub: Hub | None = None) -> FastAPI:
+    """Build the app; the schema is created or upgraded when it starts serving."""
+    settings = settings or get_settings()
+    hub = hub or Hub(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.upgrade_schema()
+        yield
+
+    app = FastAPI(title="Urbanhub", version=__version__, lifespan=lifespan,
+                  description="Urban data platform: NGSI-LD context hub with governance "
+                              "on the data path.")
+    app.state.hub = hub
+    install_problem_handlers(app)
+    app.include_router(system.router)
+    app.include_router(ngsild.router)
+    return app

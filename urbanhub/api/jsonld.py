@@ -1,0 +1,147 @@
+"""JSON-LD request and response handling shared by the NGSI-LD routes.
+
+Where the @context comes from (body or Link header), which media types are accepted, and
+how a response carries the context back (body for ld+json, Link header for json).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from fastapi import Request
+from starlette.responses import Response
+
+from urbanhub.hub.runtime import Hub
+from urbanhub.model.errors import (
+    BadRequestData,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UrbanhubError,
+)
+from urbanhub.ngsild.context import CORE_CONTEXT_URL, TermMap
+
+JSON = "application/json"
+JSON_LD = "application/ld+json"
+MERGE_PATCH = "application/merge-patch+json"
+CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
+_LINK = re.compile(r'<([^>]*)>\s*((?:;\s*[^;,]+)*)')
+
+
+class NotAcceptable(UrbanhubError):
+    problem_type = "https://uri.etsi.org/ngsi-ld/errors/NotAcceptable"
+    title = "Not acceptable"
+    status = 406
+
+
+def hub_of(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def link_context(request: Request) -> str | None:
+    """The context URL of a JSON-LD Link header, if the request has one."""
+    header = request.headers.get("link")
+    if not header:
+        return None
+    for match in _LINK.finditer(header):
+        params = match.group(2)
+        if "rel" in params and CONTEXT_REL in params:
+            return match.group(1)
+    raise BadRequestData(f"The Link header {header!r} is not a JSON-LD context link.")
+
+
+async def read_body(request: Request, *, allow_merge_patch: bool = False) -> tuple[Any, Any]:
+    """Parse the JSON body and return (payload, @context it declared or linked)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    allowed = {JSON, JSON_LD} | ({MERGE_PATCH} if allow_merge_patch else set())
+    if media not in allowed:
+        raise UnsupportedMediaType(
+            f"Content-Type must be one of {', '.join(sorted(allowed))}, got {media or 'none'}.")
+    limit = hub_of(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise InvalidRequest("The request has no body.")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}") from exc
+    context = _body_context(payload, media, request)
+    return payload, context
+
+
+def _body_context(payload: Any, media: str, request: Request) -> Any:
+    items = payload if isinstance(payload, list) else [payload]
+    in_body = [item.get("@context") for item in items if isinstance(item, dict)]
+    if media == JSON_LD:
+        if any(c is None for c in in_body):
+            raise BadRequestData("A body sent as application/ld+json must carry an @context.")
+        if request.headers.get("link"):
+            raise BadRequestData("Send the @context in the body or in a Link header, not both.")
+        return in_body[0] if in_body else None
+    if any(c is not None for c in in_body):
+        raise BadRequestData(
+            "An @context in the body needs Content-Type application/ld+json; with "
+            "application/json, give the context in a Link header.")
+    return link_context(request)
+
+
+def terms_for(request: Request, context: Any) -> TermMap:
+    return hub_of(request).contexts.resolve(context)
+
+
+def wants_ld(request: Request) -> bool:
+    """True when the client asked for application/ld+json; 406 when it takes neither."""
+    accept = request.headers.get("accept", "*/*").lower()
+    if not accept.strip():
+        return False
+    ranked: list[tuple[float, str]] = []
+    for part in accept.split(","):
+        media, *params = [p.strip() for p in part.split(";")]
+        quality = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    quality = float(param[2:])
+                except ValueError:
+                    quality = 0.0
+        ranked.append((quality, media))
+    for _, media in sorted(ranked, key=lambda pair: -pair[0]):
+        if media == JSON_LD:
+            return True
+        if media in (JSON, "application/*", "*/*", "application/geo+json"):
+            return False
+    raise NotAcceptable("This resource is available as application/json or "
+                        "application/ld+json only.")
+
+
+def ngsi_response(request: Request, data: Any, context: Any, *, status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    """Serialise ``data`` with the caller's context in the body or in a Link header."""
+    as_ld = wants_ld(request)
+    context_ref = context if context is not None else CORE_CONTEXT_URL
+    out_headers = dict(headers or {})
+    if as_ld:
+        if isinstance(data, list):
+            data = [dict(item, **{"@context": context_ref}) for item in data]
+        elif isinstance(data, dict):
+            data = dict(data, **{"@context": context_ref})
+        media = JSON_LD
+    else:
+        link_url = context_ref if isinstance(context_ref, str) else CORE_CONTEXT_URL
+        out_headers["Link"] = f'<{link_url}>; rel="{CONTEXT_REL}"; type="{JSON_LD}"'
+        media = JSON
+    return Response(orjson.dumps(data), status_code=status, media_type=media,
+                    headers=out_headers)

@@ -1,0 +1,429 @@
+"""NGSI-LD context information API (ETSI GS CIM 009): entities, batch, types, attributes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from urbanhub.api.jsonld import hub_of, link_context, ngsi_response, read_body, terms_for
+from urbanhub.api.security import caller_of
+from urbanhub.hub.entities import UpdateResult
+from urbanhub.hub.query import EntityQuery
+from urbanhub.model.errors import (
+    BadRequestData,
+    InvalidRequest,
+    ResourceNotFound,
+    TooManyResults,
+)
+from urbanhub.ngsild.context import TermMap
+from urbanhub.ngsild.entity import (
+    Entity,
+    check_entity_id,
+    check_name,
+    parse_attributes,
+    parse_entity,
+    parse_instance,
+    render_entity,
+)
+from urbanhub.ngsild.geo import parse_geo_query
+from urbanhub.ngsild.q import parse_q
+
+router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"])
+
+_ANY_JSON = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object"}},
+    "application/ld+json": {"schema": {"type": "object"}}}}}
+_ANY_JSON_LIST = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "array"}},
+    "application/ld+json": {"schema": {"type": "array"}}}}}
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise BadRequestData("An empty list parameter was given.")
+    return items
+
+
+def _options(request: Request) -> tuple[str, bool]:
+    """The representation (normalized, concise, keyValues) and whether sysAttrs are wanted."""
+    options = set(_split(request.query_params.get("options")) or [])
+    unknown = options - {"keyValues", "concise", "normalized", "sysAttrs", "noOverwrite",
+                         "replace", "update"}
+    if unknown:
+        raise BadRequestData(f"Unknown options: {', '.join(sorted(unknown))}.")
+    form = request.query_params.get("format")
+    if form is None:
+        form = "keyValues" if "keyValues" in options else (
+            "concise" if "concise" in options else "normalized")
+    if form not in ("normalized", "concise", "keyValues", "simplified"):
+        raise BadRequestData(f"Unknown format {form!r}.")
+    return ("keyValues" if form == "simplified" else form), "sysAttrs" in options
+
+
+def _projection(request: Request, terms: TermMap) -> tuple[list[str] | None, set[str] | None]:
+    """Attribute names the response keeps (attrs/pick) and drops (omit), expanded."""
+    params = request.query_params
+    keep = _split(params.get("pick")) or _split(params.get("attrs"))
+    omit = _split(params.get("omit"))
+    if params.get("pick") and params.get("omit"):
+        raise BadRequestData("pick and omit cannot be used together.")
+    keep_iris = [terms.expand(check_name(a)) for a in keep if a not in ("id", "type")] \
+        if keep else None
+    omit_iris = {terms.expand(check_name(a)) for a in omit} if omit else None
+    return keep_iris, omit_iris
+
+
+def _render(entity: Entity, request: Request, terms: TermMap, keep: list[str] | None = None,
+            omit: set[str] | None = None) -> dict[str, Any]:
+    form, sys_attrs = _options(request)
+    names = keep
+    if omit:
+        names = [n for n in entity["attrs"] if n not in omit and (keep is None or n in keep)]
+    return render_entity(entity, terms, form=form, sys_attrs=sys_attrs, attrs=names,
+                         lang=request.query_params.get("lang"))
+
+
+def _update_result(result: UpdateResult, terms: TermMap) -> Response | None:
+    if not result.not_updated:
+        return None
+    body = {"updated": [terms.compact(n) for n in result.updated],
+            "notUpdated": [{"attributeName": terms.compact(n), "reason": why}
+                           for n, why in result.not_updated]}
+    return Response(_dumps(body), status_code=207, media_type="application/json")
+
+
+def _dumps(data: Any) -> bytes:
+    return orjson.dumps(data)
+
+
+# --- entities -------------------------------------------------------------------------
+
+@router.post("/entities", status_code=201, openapi_extra=_ANY_JSON)
+async def create_entity(request: Request) -> Response:
+    payload, context = await read_body(request)
+    terms = terms_for(request, context)
+    entity = parse_entity(payload, terms)
+    hub = hub_of(request)
+    hub.entities.create(caller_of(request), entity)
+    return Response(status_code=201, headers={"Location": f"/ngsi-ld/v1/entities/{entity['id']}"})
+
+
+@router.get("/entities")
+async def query_entities(request: Request) -> Response:
+    params = request.query_params
+    context = _link(request)
+    terms = terms_for(request, context)
+    hub = hub_of(request)
+    limit = _int_param(params.get("limit"), "limit", hub.settings.default_page_size)
+    offset = _int_param(params.get("offset"), "offset", 0)
+    if limit > hub.settings.max_page_size:
+        raise TooManyResults(f"limit may be at most {hub.settings.max_page_size}.")
+    count = params.get("count", "false").lower() == "true"
+    if limit == 0 and not count:
+        raise BadRequestData("limit=0 is only allowed together with count=true.")
+    types = _split(params.get("type"))
+    ids = _split(params.get("id"))
+    id_pattern = params.get("idPattern")
+    if id_pattern is not None:
+        try:
+            re.compile(id_pattern)
+        except re.error as exc:
+            raise BadRequestData(f"idPattern is not a valid regular expression: {exc}") from exc
+    keep, omit = _projection(request, terms)
+    attrs_filter = [terms.expand(check_name(a)) for a in _split(params.get("attrs")) or []]
+    query = EntityQuery(
+        types=[terms.expand(check_name(t, "entity type")) for t in types] if types else None,
+        ids=[check_entity_id(i) for i in ids] if ids else None, id_pattern=id_pattern,
+        attrs=attrs_filter or None, limit=limit, offset=offset, count=count)
+    if params.get("q"):
+        query.predicates.append(parse_q(params["q"], terms))
+    geo = parse_geo_query(params.get("georel"), params.get("geometry"),
+                          params.get("coordinates"), params.get("geoproperty"), terms)
+    if geo is not None:
+        query.predicates.append(geo.predicate)
+        query.bbox = geo.bbox
+    if not (types or ids or id_pattern or attrs_filter or params.get("q") or geo):
+        raise BadRequestData("Give at least one of type, id, idPattern, attrs, q or a "
+                             "geo-query.")
+    result = hub.queries.query(caller_of(request), query)
+    body = [_render(e, request, terms, keep, omit) for e in result.entities]
+    headers = {"NGSILD-Results-Count": str(result.total)} if result.total is not None else {}
+    return ngsi_response(request, body, context, headers=headers)
+
+
+@router.get("/entities/{entity_id:path}/attrs/{attr}", include_in_schema=False)
+async def unsupported_get_attr(entity_id: str, attr: str) -> Response:
+    raise InvalidRequest("GET on a single attribute is not part of NGSI-LD; use "
+                         "GET /entities/{id}?pick=attr.")
+
+
+@router.get("/entities/{entity_id}")
+async def retrieve_entity(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    context = _link(request)
+    terms = terms_for(request, context)
+    keep, omit = _projection(request, terms)
+    entity = hub_of(request).queries.get_entity(caller_of(request), entity_id)
+    return ngsi_response(request, _render(entity, request, terms, keep, omit), context)
+
+
+@router.put("/entities/{entity_id}", status_code=204, openapi_extra=_ANY_JSON)
+async def replace_entity(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    payload, context = await read_body(request)
+    terms = terms_for(request, context)
+    entity = parse_entity(payload, terms, need_id=False, need_type=False)
+    hub_of(request).entities.replace(caller_of(request), entity_id, entity)
+    return Response(status_code=204)
+
+
+@router.patch("/entities/{entity_id}", status_code=204, openapi_extra=_ANY_JSON)
+async def merge_entity(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    payload, context = await read_body(request, allow_merge_patch=True)
+    terms = terms_for(request, context)
+    entity = parse_entity(payload, terms, need_id=False, need_type=False)
+    if entity.get("id", entity_id) != entity_id:
+        raise BadRequestData("The entity id in the body differs from the one in the URL.")
+    hub_of(request).entities.merge(caller_of(request), entity_id, entity)
+    return Response(status_code=204)
+
+
+@router.delete("/entities/{entity_id}", status_code=204)
+async def delete_entity(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    hub_of(request).entities.delete(caller_of(request), entity_id)
+    return Response(status_code=204)
+
+
+@router.post("/entities/{entity_id}/attrs", status_code=204, openapi_extra=_ANY_JSON)
+async def append_attributes(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    payload, context = await read_body(request)
+    terms = terms_for(request, context)
+    fragment = _fragment(payload, terms)
+    no_overwrite = "noOverwrite" in (_split(request.query_params.get("options")) or [])
+    result = hub_of(request).entities.append(caller_of(request), entity_id, fragment,
+                                             no_overwrite=no_overwrite)
+    return _update_result(result, terms) or Response(status_code=204)
+
+
+@router.patch("/entities/{entity_id}/attrs", status_code=204, openapi_extra=_ANY_JSON)
+async def update_attributes(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    payload, context = await read_body(request)
+    terms = terms_for(request, context)
+    result = hub_of(request).entities.update(caller_of(request), entity_id,
+                                             _fragment(payload, terms))
+    return _update_result(result, terms) or Response(status_code=204)
+
+
+@router.patch("/entities/{entity_id}/attrs/{attr}", status_code=204, openapi_extra=_ANY_JSON)
+async def patch_attribute(entity_id: str, attr: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    check_name(attr)
+    payload, context = await read_body(request)
+    terms = terms_for(request, context)
+    if not isinstance(payload, dict):
+        raise BadRequestData("The attribute fragment must be a JSON object.")
+    body = {k: v for k, v in payload.items() if k != "@context"}
+    has_content = "type" in body or any(
+        k in body for k in ("value", "object", "languageMap", "vocab", "json", "valueList",
+                            "objectList"))
+    instance = parse_instance(attr, body if has_content else {**body, "value": 0}, terms)
+    if not has_content:
+        instance.pop("value")
+        instance.pop("type")
+    hub_of(request).entities.patch_attribute(caller_of(request), entity_id,
+                                             terms.expand(attr), instance)
+    return Response(status_code=204)
+
+
+@router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204)
+async def delete_attribute(entity_id: str, attr: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    check_name(attr)
+    terms = terms_for(request, _link(request))
+    params = request.query_params
+    hub_of(request).entities.delete_attribute(
+        caller_of(request), entity_id, terms.expand(attr), dataset_id=params.get("datasetId"),
+        delete_all=params.get("deleteAll", "false").lower() == "true")
+    return Response(status_code=204)
+
+
+# --- batch operations ----------------------------------------------------------------
+
+@router.post("/entityOperations/{operation}", openapi_extra=_ANY_JSON_LIST)
+async def batch_operation(operation: str, request: Request) -> Response:
+    if operation not in ("create", "upsert", "update", "delete", "query"):
+        raise BadRequestData(f"Unknown batch operation {operation!r}.")
+    payload, context = await read_body(request)
+    if operation == "query":
+        return await _batch_query(request, payload, context)
+    if not isinstance(payload, list):
+        raise BadRequestData("A batch operation takes a JSON array.")
+    options = set(_split(request.query_params.get("options")) or [])
+    hub = hub_of(request)
+
+    def parse(item: Any) -> Entity:
+        item_context = item.get("@context", context) if isinstance(item, dict) else context
+        return parse_entity(item, terms_for(request, item_context),
+                            need_type=operation != "update")
+
+    succeeded, failed = hub.entities.batch(
+        caller_of(request), operation, payload, parse,
+        **({"update_mode": "update" if "update" in options else "replace"}
+           if operation == "upsert" else {}),
+        **({"no_overwrite": "noOverwrite" in options} if operation == "update" else {}))
+    errors = [{"entityId": entity_id, "error": {"type": exc.problem_type, "title": exc.title,
+                                                "status": exc.status, "detail": exc.detail}}
+              for entity_id, exc in failed]  # type: ignore[attr-defined]
+    if not failed:
+        if operation == "create":
+            return Response(_dumps(succeeded), status_code=201, media_type="application/json")
+        return Response(status_code=204)
+    if not succeeded:
+        return Response(_dumps({"success": [], "errors": errors}), status_code=400,
+                        media_type="application/json")
+    return Response(_dumps({"success": succeeded, "errors": errors}), status_code=207,
+                    media_type="application/json")
+
+
+async def _batch_query(request: Request, payload: Any, context: Any) -> Response:
+    """POST /entityOperations/query: a Query object in the body instead of parameters."""
+    if not isinstance(payload, dict) or payload.get("type") != "Query":
+        raise BadRequestData('The body must be a Query object ({"type": "Query", …}).')
+    terms = terms_for(request, context)
+    hub = hub_of(request)
+    params = request.query_params
+    limit = _int_param(params.get("limit"), "limit", hub.settings.default_page_size)
+    offset = _int_param(params.get("offset"), "offset", 0)
+    if limit > hub.settings.max_page_size:
+        raise TooManyResults(f"limit may be at most {hub.settings.max_page_size}.")
+    selectors = payload.get("entities") or []
+    if not isinstance(selectors, list):
+        raise BadRequestData("Query.entities must be a list of entity selectors.")
+    types = [terms.expand(check_name(s["type"], "entity type")) for s in selectors
+             if isinstance(s, dict) and s.get("type")]
+    ids = [check_entity_id(s["id"]) for s in selectors if isinstance(s, dict) and s.get("id")]
+    attrs = payload.get("attrs")
+    query = EntityQuery(types=types or None, ids=ids or None,
+                        attrs=[terms.expand(check_name(a)) for a in attrs] if attrs else None,
+                        limit=limit, offset=offset,
+                        count=params.get("count", "false").lower() == "true")
+    if payload.get("q"):
+        query.predicates.append(parse_q(str(payload["q"]), terms))
+    geo_q = payload.get("geoQ")
+    if isinstance(geo_q, dict):
+        coordinates = geo_q.get("coordinates")
+        geo = parse_geo_query(geo_q.get("georel"), geo_q.get("geometry"),
+                              _dumps(coordinates).decode() if coordinates is not None else None,
+                              geo_q.get("geoproperty"), terms)
+        if geo is not None:
+            query.predicates.append(geo.predicate)
+            query.bbox = geo.bbox
+    result = hub.queries.query(caller_of(request), query)
+    body = [_render(e, request, terms, query.attrs) for e in result.entities]
+    headers = {"NGSILD-Results-Count": str(result.total)} if result.total is not None else {}
+    return ngsi_response(request, body, context, headers=headers)
+
+
+# --- types and attributes ------------------------------------------------------------
+
+@router.get("/types")
+async def list_types(request: Request) -> Response:
+    context = _link(request)
+    terms = terms_for(request, context)
+    summaries = hub_of(request).queries.types(caller_of(request))
+    if request.query_params.get("details", "false").lower() == "true":
+        body: Any = [{"id": s.type, "type": "EntityType", "typeName": terms.compact(s.type),
+                      "attributeNames": sorted(terms.compact(a) for a in s.attributes)}
+                     for s in summaries]
+    else:
+        body = {"id": "urn:ngsi-ld:EntityTypeList:" + str(abs(hash(tuple(
+            s.type for s in summaries)))), "type": "EntityTypeList",
+            "typeList": [terms.compact(s.type) for s in summaries]}
+    return ngsi_response(request, body, context)
+
+
+@router.get("/types/{type_name}")
+async def type_info(type_name: str, request: Request) -> Response:
+    context = _link(request)
+    terms = terms_for(request, context)
+    wanted = terms.expand(check_name(type_name, "entity type"))
+    for summary in hub_of(request).queries.types(caller_of(request)):
+        if summary.type == wanted:
+            body = {"id": wanted, "type": "EntityTypeInfo", "typeName": terms.compact(wanted),
+                    "entityCount": summary.count,
+                    "attributeDetails": [
+                        {"id": name, "type": "Attribute", "attributeName": terms.compact(name),
+                         "attributeTypes": sorted(kinds)}
+                        for name, kinds in sorted(summary.attributes.items())]}
+            return ngsi_response(request, body, context)
+    raise ResourceNotFound(f"No entity of type {type_name} exists.")
+
+
+@router.get("/attributes")
+async def list_attributes(request: Request) -> Response:
+    context = _link(request)
+    terms = terms_for(request, context)
+    summary = hub_of(request).queries.attributes(caller_of(request))
+    if request.query_params.get("details", "false").lower() == "true":
+        body: Any = [{"id": name, "type": "Attribute", "attributeName": terms.compact(name),
+                      "typeNames": sorted(terms.compact(t) for t in info["types"])}  # type: ignore[attr-defined]
+                     for name, info in sorted(summary.items())]
+    else:
+        body = {"id": "urn:ngsi-ld:AttributeList:" + str(abs(hash(tuple(sorted(summary))))),
+                "type": "AttributeList",
+                "attributeList": sorted(terms.compact(name) for name in summary)}
+    return ngsi_response(request, body, context)
+
+
+@router.get("/attributes/{attr}")
+async def attribute_info(attr: str, request: Request) -> Response:
+    context = _link(request)
+    terms = terms_for(request, context)
+    wanted = terms.expand(check_name(attr))
+    info = hub_of(request).queries.attributes(caller_of(request)).get(wanted)
+    if info is None:
+        raise ResourceNotFound(f"No entity has an attribute {attr}.")
+    body = {"id": wanted, "type": "Attribute", "attributeName": terms.compact(wanted),
+            "typeNames": sorted(terms.compact(t) for t in info["types"]),  # type: ignore[attr-defined]
+            "attributeTypes": sorted(info["attributeTypes"])}  # type: ignore[call-overload]
+    return ngsi_response(request, body, context)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+def _link(request: Request) -> Any:
+    return link_context(request)
+
+
+def _fragment(payload: Any, terms: TermMap) -> Entity:
+    if not isinstance(payload, dict):
+        raise BadRequestData("The attributes fragment must be a JSON object.")
+    fragment: Entity = {"attrs": parse_attributes(payload, terms)}
+    if not fragment["attrs"]:
+        raise BadRequestData("The fragment has no attributes.")
+    return fragment
+
+
+def _int_param(raw: str | None, name: str, default: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise BadRequestData(f"{name} must be a whole number, got {raw!r}.") from exc
+    if value < 0:
+        raise BadRequestData(f"{name} must not be negative.")
+    return value
+

@@ -1,0 +1,63 @@
+"""RFC 7807 problem+json responses for every error the API can return."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from urbanhub.model.errors import ETSI_ERRORS, UrbanhubError
+
+import orjson
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("urbanhub.api")
+
+_STATUS_TYPES = {
+    400: ("BadRequestData", "Bad request data"),
+    404: ("ResourceNotFound", "Resource not found"),
+    405: ("OperationNotSupported", "Method not allowed"),
+    406: ("NotAcceptable", "Not acceptable"),
+    409: ("AlreadyExists", "Already exists"),
+    413: ("PayloadTooLarge", "Payload too large"),
+    415: ("UnsupportedMediaType", "Unsupported media type"),
+}
+
+
+def problem(status: int, problem_type: str, title: str, detail: str,
+            **extra: Any) -> Response:
+    body: dict[str, Any] = {"type": problem_type, "title": title, "status": status,
+                            "detail": detail}
+    body.update({k: v for k, v in extra.items() if v})
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(UrbanhubError)
+    async def _domain(_: Request, exc: UrbanhubError) -> Response:
+        return problem(exc.status, exc.problem_type, exc.title, exc.detail, errors=exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        errors = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                  for e in exc.errors()]
+        return problem(400, ETSI_ERRORS + "BadRequestData", "Bad request data",
+                       "; ".join(errors) or "Invalid request.", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        name, title = _STATUS_TYPES.get(exc.status_code, ("InternalError", "Error"))
+        response = problem(exc.status_code, ETSI_ERRORS + name, title, str(exc.detail))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, ETSI_ERRORS + "InternalError", "Internal error",
+                       f"{type(exc).__name__}: the server could not complete the request.")

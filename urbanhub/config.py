@@ -1,0 +1,29 @@
+"""Settings read from ``URBANHUB_*`` environment variables (see README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="URBANHUB_", extra="ignore")
+
+    database_url: str = "sqlite:///urbanhub.db"
+    mqtt_url: str | None = "mqtt://127.0.0.1:1883"
+    mqtt_topic_root: str = "urbanhub"
+    mqtt_client_id: str = "urbanhub-hub"
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_page_size: int = 1000
+    default_page_size: int = 20
+    context_fetch_timeout_s: float = 5.0
+    ingest_batch_size: int = 5000
+    ingest_flush_interval_s: float = 0.2
+    log_format: str = "auto"  # "json", "console" or "auto" (console when a terminal)
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

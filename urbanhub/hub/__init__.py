@@ -1,0 +1,1 @@
+"""The context hub's services: entity writes, and the one query service every read uses."""

@@ -1,0 +1,1 @@
+"""Pure domain types and rules: nothing in here performs I/O."""

@@ -1,0 +1,24 @@
+"""Who is asking. Every read takes a Caller so the policy decision point has one place to act."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated (or anonymous) subject and the purpose it states for this request."""
+
+    subject: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    organisation: str | None = None
+    purpose: str | None = None
+
+    @classmethod
+    def public(cls, purpose: str | None = None) -> Caller:
+        return cls(subject="anonymous", roles=frozenset({"public"}), purpose=purpose)
+
+    @classmethod
+    def system(cls, component: str) -> Caller:
+        """An internal component (ingest, demo simulator) acting on its own behalf."""
+        return cls(subject=f"system:{component}", roles=frozenset({"system"}))

@@ -1,0 +1,464 @@
+"""Repository for entities, their current attributes, history and hourly rollups.
+
+Bulk paths differ per backend on purpose: PostgreSQL gets COPY into a staging table and
+one statement that inserts new history rows and folds exactly those into the rollups
+(replays change nothing); SQLite gets executemany under one writer lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, delete, event, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from urbanhub.ngsild.entity import DEFAULT_DATASET, Entity, Instance
+from urbanhub.ngsild.timeutil import format_datetime, parse_datetime
+from urbanhub.store.tables import attributes, entities, entity_types, history, rollup_hourly
+
+LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One attribute instance at one time: the unit of history and of ingest."""
+
+    entity_id: str
+    name: str
+    dataset_id: str
+    observed_at: datetime
+    instance: Instance
+    value_num: float | None = None
+
+
+@dataclass
+class EntityFilter:
+    """What SQL can decide about which entities match; the rest is done in Python."""
+
+    types: list[str] | None = None
+    ids: list[str] | None = None
+    id_pattern: str | None = None
+    with_attrs: list[str] | None = None
+    bbox: tuple[float, float, float, float] | None = None  # min_lon, min_lat, max_lon, max_lat
+    extra: list[ColumnElement[bool]] = field(default_factory=list)
+
+
+def numeric_value(instance: Instance) -> float | None:
+    value = instance.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def instance_time(instance: Instance, fallback: datetime) -> datetime:
+    observed = instance.get("observedAt")
+    return parse_datetime(observed) if observed else fallback
+
+
+def geometry_bbox(geometry: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    xs: list[float] = []
+    ys: list[float] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list | tuple) and node and isinstance(node[0], int | float):
+            xs.append(float(node[0]))
+            ys.append(float(node[1]))
+        elif isinstance(node, list | tuple):
+            for child in node:
+                walk(child)
+
+    walk(geometry.get("coordinates"))
+    if not xs:
+        return None
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+class EntityStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._sqlite_writer = threading.Lock()
+        self._partitions: set[tuple[int, int]] = set()
+        self.postgis = False
+        if self.dialect == "sqlite":
+            event.listen(engine, "connect", _register_regexp)
+        else:
+            event.listen(engine, "connect", _utc_session)
+
+    def detect_features(self) -> None:
+        """Find optional backend features (PostGIS) once the schema exists."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as connection:
+                self.postgis = connection.exec_driver_sql(
+                    "SELECT 1 FROM information_schema.columns WHERE table_name = 'entities' "
+                    "AND column_name = 'geom'").first() is not None
+
+    # --- transactions ----------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite, writers queue in-process instead of busy-waiting."""
+        if self.dialect == "sqlite":
+            with self._sqlite_writer, self.engine.begin() as connection:
+                yield connection
+        else:
+            with self.engine.begin() as connection:
+                yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            yield connection
+
+    # --- reads -----------------------------------------------------------------------
+
+    def _where(self, flt: EntityFilter) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = []
+        if flt.types is not None:
+            clauses.append(entities.c.id.in_(
+                select(entity_types.c.entity_id).where(entity_types.c.type.in_(flt.types))))
+        if flt.ids is not None:
+            clauses.append(entities.c.id.in_(flt.ids))
+        if flt.id_pattern is not None:
+            clauses.append(entities.c.id.regexp_match(flt.id_pattern))
+        if flt.with_attrs is not None:
+            clauses.append(entities.c.id.in_(
+                select(attributes.c.entity_id).where(attributes.c.name.in_(flt.with_attrs))))
+        if flt.bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = flt.bbox
+            clauses.extend([entities.c.max_lon >= min_lon, entities.c.min_lon <= max_lon,
+                            entities.c.max_lat >= min_lat, entities.c.min_lat <= max_lat])
+        clauses.extend(flt.extra)
+        return clauses
+
+    def select_ids(self, conn: Connection, flt: EntityFilter, *, limit: int | None = None,
+                   offset: int = 0) -> list[str]:
+        query = select(entities.c.id).where(*self._where(flt)).order_by(entities.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+        return list(conn.scalars(query))
+
+    def iter_ids(self, conn: Connection, flt: EntityFilter, chunk: int = 1000) -> Iterator[
+            list[str]]:
+        """Matching ids in id order, a chunk at a time (keyset pagination, no OFFSET scans)."""
+        last: str | None = None
+        while True:
+            query = select(entities.c.id).where(*self._where(flt))
+            if last is not None:
+                query = query.where(entities.c.id > last)
+            ids = list(conn.scalars(query.order_by(entities.c.id).limit(chunk)))
+            if not ids:
+                return
+            yield ids
+            last = ids[-1]
+
+    def count(self, conn: Connection, flt: EntityFilter) -> int:
+        return int(conn.scalar(select(func.count()).select_from(entities).where(
+            *self._where(flt))) or 0)
+
+    def exists(self, conn: Connection, entity_id: str) -> bool:
+        return conn.scalar(select(entities.c.id).where(entities.c.id == entity_id)) is not None
+
+    def existing(self, conn: Connection, ids: Iterable[str]) -> set[str]:
+        wanted = list(set(ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 900):
+            found.update(conn.scalars(select(entities.c.id).where(
+                entities.c.id.in_(wanted[start:start + 900]))))
+        return found
+
+    def load(self, conn: Connection, ids: Sequence[str]) -> dict[str, Entity]:
+        """Entities by id with all current attributes, in the order of ``ids``."""
+        loaded: dict[str, Entity] = {}
+        for start in range(0, len(ids), 900):
+            part = list(ids[start:start + 900])
+            for row in conn.execute(select(entities).where(entities.c.id.in_(part))):
+                entity: Entity = {"id": row.id, "type": orjson.loads(row.types),
+                                  "createdAt": format_datetime(row.created_at),
+                                  "modifiedAt": format_datetime(row.modified_at), "attrs": {}}
+                if row.scope:
+                    entity["scope"] = orjson.loads(row.scope)
+                loaded[row.id] = entity
+            for arow in conn.execute(
+                    select(attributes.c.entity_id, attributes.c.name, attributes.c.dataset_id,
+                           attributes.c.instance).where(attributes.c.entity_id.in_(part))):
+                owner = loaded.get(arow.entity_id)
+                if owner is not None:
+                    owner["attrs"].setdefault(arow.name, {})[arow.dataset_id] = orjson.loads(
+                        arow.instance)
+        return {i: loaded[i] for i in ids if i in loaded}
+
+    def type_names(self, conn: Connection) -> list[tuple[str, int]]:
+        query = select(entity_types.c.type, func.count()).group_by(entity_types.c.type).order_by(
+            entity_types.c.type)
+        return [(row[0], int(row[1])) for row in conn.execute(query)]
+
+    def attribute_names_by_type(self, conn: Connection) -> dict[str, dict[str, set[str]]]:
+        """type IRI -> attribute IRI -> attribute types seen (Property, Relationship, …)."""
+        query = select(entity_types.c.type, attributes.c.name, attributes.c.instance).join(
+            attributes, attributes.c.entity_id == entity_types.c.entity_id)
+        summary: dict[str, dict[str, set[str]]] = {}
+        for row in conn.execute(query):
+            kind = orjson.loads(row.instance).get("type", "Property")
+            summary.setdefault(row.type, {}).setdefault(row.name, set()).add(kind)
+        return summary
+
+    # --- writes ----------------------------------------------------------------------
+
+    def insert_entity(self, conn: Connection, entity: Entity, now: datetime) -> None:
+        row = {"id": entity["id"], "types": orjson.dumps(entity["type"]).decode(),
+               "scope": orjson.dumps(entity["scope"]).decode() if entity.get("scope") else None,
+               "created_at": now, "modified_at": now}
+        conn.execute(entities.insert().values(**row, **self._bbox_columns(entity)))
+        conn.execute(entity_types.insert(), [{"entity_id": entity["id"], "type": t}
+                                             for t in dict.fromkeys(entity["type"])])
+        self._sync_geometry(conn, entity)
+        self.put_attributes(conn, entity["id"], entity["attrs"], now)
+
+    def update_entity_header(self, conn: Connection, entity: Entity, now: datetime) -> None:
+        """Store a changed type list, scope, location box and modification time."""
+        conn.execute(update(entities).where(entities.c.id == entity["id"]).values(
+            types=orjson.dumps(entity["type"]).decode(),
+            scope=orjson.dumps(entity["scope"]).decode() if entity.get("scope") else None,
+            modified_at=now, **self._bbox_columns(entity)))
+        conn.execute(delete(entity_types).where(entity_types.c.entity_id == entity["id"]))
+        conn.execute(entity_types.insert(), [{"entity_id": entity["id"], "type": t}
+                                             for t in dict.fromkeys(entity["type"])])
+        self._sync_geometry(conn, entity)
+
+    def touch(self, conn: Connection, entity_ids: Iterable[str], now: datetime) -> None:
+        ids = list(entity_ids)
+        for start in range(0, len(ids), 900):
+            conn.execute(update(entities).where(entities.c.id.in_(ids[start:start + 900]))
+                         .values(modified_at=now))
+
+    def delete_entity(self, conn: Connection, entity_id: str) -> bool:
+        conn.execute(delete(attributes).where(attributes.c.entity_id == entity_id))
+        conn.execute(delete(entity_types).where(entity_types.c.entity_id == entity_id))
+        return conn.execute(delete(entities).where(entities.c.id == entity_id)).rowcount > 0
+
+    def put_attributes(self, conn: Connection, entity_id: str,
+                       attrs: dict[str, dict[str, Instance]], now: datetime) -> None:
+        """Write attribute instances as current state and append each to history."""
+        rows: list[HistoryRow] = []
+        for name, instances in attrs.items():
+            for dataset_id, instance in instances.items():
+                rows.append(HistoryRow(entity_id, name, dataset_id, instance_time(instance, now),
+                                       instance, numeric_value(instance)))
+        if not rows:
+            return
+        self._upsert_current(conn, rows, only_newer=False)
+        self.append_history(conn, rows, now)
+
+    def delete_attribute(self, conn: Connection, entity_id: str, name: str,
+                         dataset_id: str | None) -> int:
+        """Delete one instance (``dataset_id``) or all instances (None) of an attribute."""
+        query = delete(attributes).where(attributes.c.entity_id == entity_id,
+                                         attributes.c.name == name)
+        if dataset_id is not None:
+            query = query.where(attributes.c.dataset_id == dataset_id)
+        return conn.execute(query).rowcount
+
+    def replace_all_attributes(self, conn: Connection, entity: Entity, now: datetime) -> None:
+        conn.execute(delete(attributes).where(attributes.c.entity_id == entity["id"]))
+        self.put_attributes(conn, entity["id"], entity["attrs"], now)
+
+    def apply_readings(self, conn: Connection, rows: Sequence[HistoryRow], now: datetime) -> int:
+        """Store readings: history (idempotent), rollups, current state when newer.
+
+        Returns how many readings were new. The entities must exist.
+        """
+        if not rows:
+            return 0
+        inserted = self.append_history(conn, rows, now)
+        self._upsert_current(conn, rows, only_newer=True)
+        self.touch(conn, {row.entity_id for row in rows}, now)
+        return inserted
+
+    def _upsert_current(self, conn: Connection, rows: Sequence[HistoryRow],
+                        only_newer: bool) -> None:
+        latest: dict[tuple[str, str, str], HistoryRow] = {}
+        for row in rows:
+            key = (row.entity_id, row.name, row.dataset_id)
+            seen = latest.get(key)
+            if seen is None or seen.observed_at <= row.observed_at:
+                latest[key] = row
+        values = [{"entity_id": r.entity_id, "name": r.name, "dataset_id": r.dataset_id,
+                   "instance": orjson.dumps(r.instance).decode(),
+                   "observed_at": r.observed_at if r.instance.get("observedAt") else None,
+                   "value_num": r.value_num} for r in latest.values()]
+        insert = postgresql.insert(attributes) if self.dialect == "postgresql" else \
+            sqlite.insert(attributes)
+        excluded = insert.excluded
+        newer = or_(attributes.c.observed_at.is_(None), excluded.observed_at.is_(None),
+                    attributes.c.observed_at <= excluded.observed_at) if only_newer else None
+        statement = insert.on_conflict_do_update(
+            index_elements=["entity_id", "name", "dataset_id"],
+            set_={"instance": excluded.instance, "observed_at": excluded.observed_at,
+                  "value_num": excluded.value_num},
+            where=newer)
+        for start in range(0, len(values), 5000):
+            conn.execute(statement, values[start:start + 5000])
+
+    def append_history(self, conn: Connection, rows: Sequence[HistoryRow], now: datetime) -> int:
+        """Append instances to history once each and fold new numeric ones into rollups."""
+        if self.dialect == "postgresql":
+            return self._append_history_postgres(conn, rows, now)
+        return self._append_history_sqlite(conn, rows, now)
+
+    def _append_history_sqlite(self, conn: Connection, rows: Sequence[HistoryRow],
+                               now: datetime) -> int:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        recorded = now.astimezone(UTC).strftime(_SQLITE_TIME)
+        cursor = raw.cursor()
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS stage_history (entity_id TEXT, name TEXT,"
+                       " dataset_id TEXT, observed_at TEXT, value_num REAL, instance TEXT)")
+        cursor.execute("DELETE FROM stage_history")
+        cursor.executemany(
+            "INSERT INTO stage_history VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.entity_id, r.name, r.dataset_id,
+              r.observed_at.astimezone(UTC).strftime(_SQLITE_TIME), r.value_num,
+              orjson.dumps(r.instance).decode()) for r in rows])
+        # Keep only rows history has not seen (and the first of duplicates in this batch):
+        # one writer at a time on SQLite makes this check-then-insert exact.
+        cursor.execute(
+            "DELETE FROM stage_history WHERE rowid NOT IN (SELECT min(rowid) FROM stage_history "
+            "GROUP BY entity_id, name, dataset_id, observed_at) OR EXISTS (SELECT 1 FROM "
+            "history h WHERE h.entity_id = stage_history.entity_id AND h.name = "
+            "stage_history.name AND h.dataset_id = stage_history.dataset_id AND "
+            "h.observed_at = stage_history.observed_at)")
+        cursor.execute(
+            "INSERT INTO history (entity_id, name, dataset_id, observed_at, value_num, instance,"
+            " recorded_at) SELECT entity_id, name, dataset_id, observed_at, value_num, instance,"
+            " ? FROM stage_history", (recorded,))
+        inserted = cursor.rowcount
+        cursor.execute(
+            "INSERT INTO rollup_hourly (entity_id, name, dataset_id, hour, n, total, total_sq,"
+            " minimum, maximum) SELECT entity_id, name, dataset_id, substr(observed_at, 1, 13) ||"
+            " ':00:00.000000', count(*), sum(value_num), sum(value_num * value_num),"
+            " min(value_num), max(value_num) FROM stage_history WHERE value_num IS NOT NULL"
+            " GROUP BY 1, 2, 3, 4 ON CONFLICT (entity_id, name, dataset_id, hour) DO UPDATE SET"
+            " n = n + excluded.n, total = total + excluded.total,"
+            " total_sq = total_sq + excluded.total_sq,"
+            " minimum = min(minimum, excluded.minimum), maximum = max(maximum, excluded.maximum)")
+        cursor.execute("DELETE FROM stage_history")
+        cursor.close()
+        return inserted
+
+    def _append_history_postgres(self, conn: Connection, rows: Sequence[HistoryRow],
+                                 now: datetime) -> int:
+        self._ensure_partitions(conn, rows)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS stage_history (entity_id text, name text,"
+                " dataset_id text, observed_at timestamptz, value_num float8, instance text)"
+                " ON COMMIT DELETE ROWS")
+            with cursor.copy("COPY stage_history FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row((r.entity_id, r.name, r.dataset_id, r.observed_at,
+                                    r.value_num, orjson.dumps(r.instance).decode()))
+            cursor.execute(
+                "WITH fresh AS (INSERT INTO history (entity_id, name, dataset_id, observed_at,"
+                " value_num, instance, recorded_at) SELECT DISTINCT ON (entity_id, name,"
+                " dataset_id, observed_at) entity_id, name, dataset_id, observed_at, value_num,"
+                " instance, %s FROM stage_history ON CONFLICT DO NOTHING RETURNING entity_id, name,"
+                " dataset_id, observed_at, value_num), rolled AS (INSERT INTO rollup_hourly"
+                " (entity_id, name, dataset_id, hour, n, total, total_sq, minimum, maximum)"
+                " SELECT entity_id, name, dataset_id, date_trunc('hour', observed_at), count(*),"
+                " sum(value_num), sum(value_num * value_num), min(value_num), max(value_num)"
+                " FROM fresh WHERE value_num IS NOT NULL GROUP BY 1, 2, 3, 4"
+                " ON CONFLICT (entity_id, name, dataset_id, hour) DO UPDATE SET"
+                " n = rollup_hourly.n + excluded.n, total = rollup_hourly.total + excluded.total,"
+                " total_sq = rollup_hourly.total_sq + excluded.total_sq,"
+                " minimum = least(rollup_hourly.minimum, excluded.minimum),"
+                " maximum = greatest(rollup_hourly.maximum, excluded.maximum))"
+                " SELECT count(*) FROM fresh", (now,))
+            found = cursor.fetchone()
+            cursor.execute("TRUNCATE stage_history")
+        return int(found[0]) if found else 0
+
+    def _ensure_partitions(self, conn: Connection, rows: Sequence[HistoryRow]) -> None:
+        months = {(r.observed_at.astimezone(UTC).year, r.observed_at.astimezone(UTC).month)
+                  for r in rows} - self._partitions
+        for year, month in sorted(months):
+            following = (year + 1, 1) if month == 12 else (year, month + 1)
+            conn.exec_driver_sql(
+                f"CREATE TABLE IF NOT EXISTS history_y{year:04d}m{month:02d} PARTITION OF history"
+                f" FOR VALUES FROM ('{year:04d}-{month:02d}-01 00:00:00+00') TO"
+                f" ('{following[0]:04d}-{following[1]:02d}-01 00:00:00+00')")
+            self._partitions.add((year, month))
+
+    # --- history reads -----------------------------------------------------------------
+
+    def history_rows(self, conn: Connection, entity_ids: Sequence[str], names: Sequence[str] | None,
+                     start: datetime | None, end: datetime | None, *, last_n: int | None = None,
+                     ) -> list[Any]:
+        """History instances of entities, oldest first (newest ``last_n`` per attribute)."""
+        clauses = [history.c.entity_id.in_(list(entity_ids))]
+        if names is not None:
+            clauses.append(history.c.name.in_(list(names)))
+        if start is not None:
+            clauses.append(history.c.observed_at >= start)
+        if end is not None:
+            clauses.append(history.c.observed_at < end)
+        query = select(history.c.entity_id, history.c.name, history.c.dataset_id,
+                       history.c.observed_at, history.c.instance, history.c.value_num,
+                       history.c.recorded_at).where(and_(*clauses))
+        if last_n is not None:
+            ranked = query.add_columns(func.row_number().over(
+                partition_by=(history.c.entity_id, history.c.name, history.c.dataset_id),
+                order_by=history.c.observed_at.desc()).label("rank")).subquery()
+            query = select(ranked).where(ranked.c.rank <= last_n)
+            return sorted(conn.execute(query), key=lambda r: (r.entity_id, r.name, r.observed_at))
+        return list(conn.execute(query.order_by(history.c.entity_id, history.c.name,
+                                                history.c.observed_at)))
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _bbox_columns(self, entity: Entity) -> dict[str, float | None]:
+        instances = entity["attrs"].get(LOCATION) or {}
+        instance = instances.get(DEFAULT_DATASET)
+        box = geometry_bbox(instance["value"]) if instance and instance.get(
+            "type") == "GeoProperty" else None
+        if box is None:
+            return {"min_lon": None, "min_lat": None, "max_lon": None, "max_lat": None}
+        return dict(zip(("min_lon", "min_lat", "max_lon", "max_lat"), box, strict=True))
+
+    def _sync_geometry(self, conn: Connection, entity: Entity) -> None:
+        if not self.postgis:
+            return
+        instance = (entity["attrs"].get(LOCATION) or {}).get(DEFAULT_DATASET)
+        geojson = orjson.dumps(instance["value"]).decode() if instance and instance.get(
+            "type") == "GeoProperty" else None
+        conn.exec_driver_sql(
+            "UPDATE entities SET geom = CASE WHEN %(g)s::text IS NULL THEN NULL ELSE"
+            " ST_SetSRID(ST_GeomFromGeoJSON(%(g)s::text), 4326) END WHERE id = %(id)s",
+            {"g": geojson, "id": entity["id"]})
+
+
+def _register_regexp(dbapi_connection: Any, _record: Any) -> None:
+    import re
+
+    def regexp(pattern: str, value: str | None) -> bool:
+        return value is not None and re.search(pattern, value) is not None
+
+    dbapi_connection.create_function("regexp", 2, regexp, deterministic=True)
+
+
+def _utc_session(dbapi_connection: Any, _record: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()

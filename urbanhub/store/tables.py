@@ -1,0 +1,135 @@
+"""The relational schema. Alembic migrations in ``migrations/`` create and upgrade it.
+
+Current state and history are separate on purpose: "latest value per sensor" is a primary
+key lookup in ``attributes`` rather than a scan of ``history`` (see DESIGN.md, measured
+facts), and ``rollup_hourly`` keeps city-wide hourly aggregates sub-second.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python; ``timestamptz`` on PostgreSQL, sortable text on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+entities = Table(
+    "entities", metadata,
+    Column("id", Text, primary_key=True),
+    Column("types", Text, nullable=False),  # JSON list of expanded type IRIs
+    Column("scope", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("modified_at", UTCDateTime, nullable=False),
+    # Bounding box of the ``location`` GeoProperty: a cheap index-backed prefilter for
+    # geo-queries on both backends (PostgreSQL adds a PostGIS column when available).
+    Column("min_lon", Float), Column("min_lat", Float),
+    Column("max_lon", Float), Column("max_lat", Float),
+)
+Index("ix_entities_bbox", entities.c.min_lon, entities.c.min_lat)
+
+entity_types = Table(
+    "entity_types", metadata,
+    Column("entity_id", Text, ForeignKey("entities.id", ondelete="CASCADE"), nullable=False),
+    Column("type", Text, nullable=False),
+    PrimaryKeyConstraint("entity_id", "type"),
+)
+Index("ix_entity_types_type", entity_types.c.type, entity_types.c.entity_id)
+
+attributes = Table(
+    "attributes", metadata,
+    Column("entity_id", Text, ForeignKey("entities.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),  # expanded IRI
+    Column("dataset_id", Text, nullable=False),  # "" for the default instance
+    Column("instance", Text, nullable=False),  # JSON of the normalized instance
+    Column("observed_at", UTCDateTime),
+    Column("value_num", Float),
+    PrimaryKeyConstraint("entity_id", "name", "dataset_id"),
+)
+Index("ix_attributes_name", attributes.c.name)
+
+history = Table(
+    "history", metadata,
+    Column("entity_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("dataset_id", Text, nullable=False),
+    Column("observed_at", UTCDateTime, nullable=False),  # observedAt, else modifiedAt
+    Column("value_num", Float),
+    Column("instance", Text, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("entity_id", "name", "dataset_id", "observed_at"),
+)
+
+rollup_hourly = Table(
+    "rollup_hourly", metadata,
+    Column("entity_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("dataset_id", Text, nullable=False),
+    Column("hour", UTCDateTime, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("total", Float, nullable=False),
+    Column("total_sq", Float, nullable=False),
+    Column("minimum", Float, nullable=False),
+    Column("maximum", Float, nullable=False),
+    PrimaryKeyConstraint("entity_id", "name", "dataset_id", "hour"),
+)
+Index("ix_rollup_hourly_hour", rollup_hourly.c.hour)
+
+devices = Table(
+    "devices", metadata,
+    Column("id", Text, primary_key=True),
+    Column("entity_id", Text, nullable=False, unique=True),
+    Column("entity_type", Text, nullable=False),  # expanded IRI
+    Column("attributes", Text, nullable=False),  # JSON: measurement key -> mapping
+    Column("transport", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("modified_at", UTCDateTime, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("source", Text, nullable=False),  # "mqtt", "http", "file"
+    Column("topic", Text),
+    Column("reason", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+Index("ix_dead_letters_received_at", dead_letters.c.received_at)
