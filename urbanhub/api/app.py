@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from urbanhub import __version__
-from urbanhub.api import ngsild, system
+from urbanhub.api import ingest, ngsild, system, temporal
 from urbanhub.api.problems import install_problem_handlers
 from urbanhub.config import Settings, get_settings
 from urbanhub.hub.runtime import Hub
@@ -31,4 +31,6 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     install_problem_handlers(app)
     app.include_router(system.router)
     app.include_router(ngsild.router)
+    app.include_router(temporal.router)
+    app.include_router(ingest.router)
     return app

@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 import orjson
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from urbanhub.model.errors import ETSI_ERRORS, UrbanhubError
-
-import orjson
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("urbanhub.api")

@@ -41,10 +41,17 @@ def _stamp(attrs: Attrs, now: str, previous: Attrs | None = None) -> Attrs:
     return attrs
 
 
+EntityValidator = Callable[[Entity], None]
+
+
 class EntityService:
-    def __init__(self, store: EntityStore, clock: Callable[[], datetime] = utcnow) -> None:
+    """``validator`` sees each entity as it will be after a write and raises to refuse it."""
+
+    def __init__(self, store: EntityStore, clock: Callable[[], datetime] = utcnow,
+                 validator: EntityValidator | None = None) -> None:
         self.store = store
         self.clock = clock
+        self.validator = validator
 
     def create(self, caller: Caller, entity: Entity) -> None:
         with self.store.write() as conn:
@@ -53,6 +60,8 @@ class EntityService:
     def _create(self, conn: Connection, entity: Entity) -> None:
         if self.store.exists(conn, entity["id"]):
             raise AlreadyExists(f"Entity {entity['id']} already exists.")
+        if self.validator is not None:
+            self.validator(entity)
         now = self.clock()
         _stamp(entity["attrs"], format_datetime(now))
         self.store.insert_entity(conn, entity, now)
@@ -71,6 +80,8 @@ class EntityService:
                   "attrs": _stamp(entity["attrs"], format_datetime(now), current["attrs"])}
         if "scope" in entity:
             merged["scope"] = entity["scope"]
+        if self.validator is not None:
+            self.validator(merged)
         self.store.update_entity_header(conn, merged, now)
         self.store.replace_all_attributes(conn, merged, now)
 
@@ -212,6 +223,13 @@ class EntityService:
 
     def _write(self, conn: Connection, current: Entity, attrs: Attrs,
                fragment: Entity | None) -> None:
+        if self.validator is not None:
+            after = copy.deepcopy(current)
+            for name, instances in attrs.items():
+                after["attrs"].setdefault(name, {}).update(instances)
+            if fragment is not None and fragment.get("type"):
+                after["type"] = list(dict.fromkeys(current["type"] + fragment["type"]))
+            self.validator(after)
         now = self.clock()
         _stamp(attrs, format_datetime(now), current["attrs"])
         header_changed = LOCATION in attrs

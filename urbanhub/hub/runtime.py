@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from dataclasses import dataclass, field
-
 from sqlalchemy import Engine
 
 from urbanhub.config import Settings
 from urbanhub.hub.entities import EntityService
+from urbanhub.hub.metrics import Metrics
 from urbanhub.hub.query import QueryService
+from urbanhub.ingest.pipeline import IngestPipeline
 from urbanhub.ngsild.context import ContextLoader, ContextResolver
+from urbanhub.sdm.validate import validate_entity
 from urbanhub.store.db import make_engine, upgrade
 from urbanhub.store.entities import EntityStore
-
-
-@dataclass
-class Metrics:
-    """Process-wide counters shown by /health (thread-safe increments)."""
-
-    counters: Counter[str] = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self.counters[name] += amount
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.counters)
 
 
 class Hub:
@@ -41,9 +24,10 @@ class Hub:
         self.engine = engine or make_engine(settings.database_url)
         self.store = EntityStore(self.engine)
         self.contexts = ContextResolver(loader or ContextLoader(settings.context_fetch_timeout_s))
-        self.entities = EntityService(self.store)
+        self.entities = EntityService(self.store, validator=validate_entity)
         self.queries = QueryService(self.store)
         self.metrics = Metrics()
+        self.ingest = IngestPipeline(self.store, self.metrics)
 
     def upgrade_schema(self) -> None:
         upgrade(self.engine)

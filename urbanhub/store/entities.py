@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from urbanhub.ngsild.entity import DEFAULT_DATASET, Entity, Instance
 from urbanhub.ngsild.timeutil import format_datetime, parse_datetime
-from urbanhub.store.tables import attributes, entities, entity_types, history, rollup_hourly
+from urbanhub.store.tables import attributes, entities, entity_types, history
 
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"

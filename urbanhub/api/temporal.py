@@ -1,0 +1,7 @@
+"""Temporal API routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,1 @@
+"""Ingest: the pipeline every reading passes (validate -> gate -> store) and its adapters."""

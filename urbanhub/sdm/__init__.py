@@ -1,0 +1,1 @@
+"""FIWARE Smart Data Models: shipped schemas, offline validation, NGSI-v2 conversion."""
