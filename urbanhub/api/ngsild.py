@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from urbanhub.api.jsonld import hub_of, link_context, ngsi_response, read_body, terms_for
+from urbanhub.api.problems import problem_responses
 from urbanhub.api.security import caller_of
 from urbanhub.hub.entities import UpdateResult
 from urbanhub.hub.query import EntityQuery
@@ -32,7 +33,8 @@ from urbanhub.ngsild.entity import (
 from urbanhub.ngsild.geo import parse_geo_query
 from urbanhub.ngsild.q import parse_q
 
-router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"])
+router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"],
+                   responses=problem_responses(400, 403, 404, 406, 409, 413, 415, 422, 503))
 
 _ANY_JSON = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object"}},
@@ -40,6 +42,45 @@ _ANY_JSON = {"requestBody": {"required": True, "content": {
 _ANY_JSON_LIST = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "array"}},
     "application/ld+json": {"schema": {"type": "array"}}}}}
+
+
+_PARAMETERS: dict[str, tuple[str, str]] = {
+    "type": ("string", "Entity types, comma-separated (terms of the @context)."),
+    "id": ("string", "Entity ids, comma-separated."),
+    "idPattern": ("string", "Regular expression the entity id must match."),
+    "attrs": ("string", "Only entities with one of these attributes; project to them."),
+    "pick": ("string", "Attributes to keep in the response."),
+    "omit": ("string", "Attributes to drop from the response."),
+    "q": ("string", "NGSI-LD query language filter, e.g. pm25>25;status==\"on\"."),
+    "georel": ("string", "near;maxDistance==m, within, contains, intersects, …"),
+    "geometry": ("string", "Point, LineString, Polygon, Multi…"),
+    "coordinates": ("string", "GeoJSON coordinates of the query geometry."),
+    "geoproperty": ("string", "GeoProperty the geo-query applies to (default location)."),
+    "limit": ("integer", "Page size."),
+    "offset": ("integer", "Entities to skip."),
+    "count": ("boolean", "Return the total in the NGSILD-Results-Count header."),
+    "options": ("string", "keyValues, concise, sysAttrs, noOverwrite, …"),
+    "format": ("string", "normalized, concise or keyValues."),
+    "lang": ("string", "Preferred language of LanguageProperty values."),
+    "details": ("boolean", "Return detailed type or attribute descriptions."),
+    "datasetId": ("string", "The attribute instance to act on."),
+    "deleteAll": ("boolean", "Delete every instance of the attribute."),
+}
+
+
+def _documented(*names: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """OpenAPI for parameters the routes read from the raw query string."""
+    extra: dict[str, Any] = dict(body or {})
+    extra["parameters"] = [
+        {"name": name, "in": "query", "required": False, "description": _PARAMETERS[name][1],
+         "schema": {"type": _PARAMETERS[name][0]} | (
+             {"minimum": 0} if _PARAMETERS[name][0] == "integer" else {})}
+        for name in names]
+    return extra
+
+
+_QUERY = ("type", "id", "idPattern", "attrs", "pick", "omit", "q", "georel", "geometry",
+          "coordinates", "geoproperty", "limit", "offset", "count", "options", "format", "lang")
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -115,7 +156,7 @@ async def create_entity(request: Request) -> Response:
     return Response(status_code=201, headers={"Location": f"/ngsi-ld/v1/entities/{entity['id']}"})
 
 
-@router.get("/entities")
+@router.get("/entities", openapi_extra=_documented(*_QUERY))
 async def query_entities(request: Request) -> Response:
     params = request.query_params
     context = _link(request)
@@ -164,7 +205,8 @@ async def unsupported_get_attr(entity_id: str, attr: str) -> Response:
                          "GET /entities/{id}?pick=attr.")
 
 
-@router.get("/entities/{entity_id}")
+@router.get("/entities/{entity_id}",
+            openapi_extra=_documented("attrs", "pick", "omit", "options", "format", "lang"))
 async def retrieve_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     context = _link(request)
@@ -203,7 +245,8 @@ async def delete_entity(entity_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/entities/{entity_id}/attrs", status_code=204, openapi_extra=_ANY_JSON)
+@router.post("/entities/{entity_id}/attrs", status_code=204,
+             openapi_extra=_documented("options", body=_ANY_JSON))
 async def append_attributes(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
@@ -246,7 +289,8 @@ async def patch_attribute(entity_id: str, attr: str, request: Request) -> Respon
     return Response(status_code=204)
 
 
-@router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204)
+@router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204,
+               openapi_extra=_documented("datasetId", "deleteAll"))
 async def delete_attribute(entity_id: str, attr: str, request: Request) -> Response:
     check_entity_id(entity_id)
     check_name(attr)
@@ -260,7 +304,8 @@ async def delete_attribute(entity_id: str, attr: str, request: Request) -> Respo
 
 # --- batch operations ----------------------------------------------------------------
 
-@router.post("/entityOperations/{operation}", openapi_extra=_ANY_JSON_LIST)
+@router.post("/entityOperations/{operation}",
+             openapi_extra=_documented("options", "limit", "offset", "count", body=_ANY_JSON_LIST))
 async def batch_operation(operation: str, request: Request) -> Response:
     if operation not in ("create", "upsert", "update", "delete", "query"):
         raise BadRequestData(f"Unknown batch operation {operation!r}.")
@@ -284,7 +329,7 @@ async def batch_operation(operation: str, request: Request) -> Response:
         **({"no_overwrite": "noOverwrite" in options} if operation == "update" else {}))
     errors = [{"entityId": entity_id, "error": {"type": exc.problem_type, "title": exc.title,
                                                 "status": exc.status, "detail": exc.detail}}
-              for entity_id, exc in failed]  # type: ignore[attr-defined]
+              for entity_id, exc in failed]
     if not failed:
         if operation == "create":
             return Response(_dumps(succeeded), status_code=201, media_type="application/json")
@@ -337,7 +382,7 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
 
 # --- types and attributes ------------------------------------------------------------
 
-@router.get("/types")
+@router.get("/types", openapi_extra=_documented("details"))
 async def list_types(request: Request) -> Response:
     context = _link(request)
     terms = terms_for(request, context)
@@ -370,7 +415,7 @@ async def type_info(type_name: str, request: Request) -> Response:
     raise ResourceNotFound(f"No entity of type {type_name} exists.")
 
 
-@router.get("/attributes")
+@router.get("/attributes", openapi_extra=_documented("details"))
 async def list_attributes(request: Request) -> Response:
     context = _link(request)
     terms = terms_for(request, context)

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -22,9 +23,31 @@ _STATUS_TYPES = {
     405: ("OperationNotSupported", "Method not allowed"),
     406: ("NotAcceptable", "Not acceptable"),
     409: ("AlreadyExists", "Already exists"),
+    403: ("TooManyResults", "Too many results"),
     413: ("PayloadTooLarge", "Payload too large"),
+    422: ("OperationNotSupported", "Operation not supported"),
+    500: ("InternalError", "Internal error"),
+    503: ("LdContextNotAvailable", "JSON-LD context not available"),
     415: ("UnsupportedMediaType", "Unsupported media type"),
 }
+
+
+class ProblemDetails(BaseModel):
+    """RFC 7807 problem details, as every error response of the API carries."""
+
+    type: str = Field(description="URI of the problem type (ETSI NGSI-LD error types).")
+    title: str
+    status: int
+    detail: str
+    errors: list[str] | None = Field(default=None, description="Each violation, when several.")
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json for the given statuses."""
+    schema = {"$ref": "#/components/schemas/ProblemDetails"}
+    return {status: {"model": ProblemDetails, "description": _STATUS_TYPES.get(
+        status, ("", "Error"))[1], "content": {PROBLEM_JSON: {"schema": schema}}}
+        for status in statuses}
 
 
 def problem(status: int, problem_type: str, title: str, detail: str,

@@ -12,11 +12,12 @@ from starlette.responses import Response
 
 from urbanhub import __version__
 from urbanhub.api.jsonld import hub_of
+from urbanhub.api.problems import problem_responses
 from urbanhub.model.errors import ResourceNotFound
 from urbanhub.ngsild.context import SHIPPED_CONTEXTS
 from urbanhub.store.tables import dead_letters
 
-router = APIRouter(tags=["System"])
+router = APIRouter(tags=["System"], responses=problem_responses(404, 503))
 
 
 @router.get("/health")

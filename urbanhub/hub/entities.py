@@ -15,7 +15,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from urbanhub.model.caller import Caller
-from urbanhub.model.errors import AlreadyExists, BadRequestData, ResourceNotFound
+from urbanhub.model.errors import (
+    AlreadyExists,
+    BadRequestData,
+    ResourceNotFound,
+    UrbanhubError,
+)
 from urbanhub.ngsild.entity import DEFAULT_DATASET, Entity, Instance
 from urbanhub.ngsild.timeutil import format_datetime, utcnow
 from urbanhub.store.entities import LOCATION, EntityStore
@@ -171,11 +176,11 @@ class EntityService:
     # --- batch operations ---------------------------------------------------------------
 
     def batch(self, caller: Caller, operation: str, items: list[Any],
-              parse: Callable[[Any], Entity], **options: Any) -> tuple[list[str], list[
-                  tuple[str, Exception]]]:
+              parse: Callable[[Any], Entity], **options: Any,
+              ) -> tuple[list[str], list[tuple[str, UrbanhubError]]]:
         """Run one entity operation per item; each item succeeds or fails on its own."""
         succeeded: list[str] = []
-        failed: list[tuple[str, Exception]] = []
+        failed: list[tuple[str, UrbanhubError]] = []
         for item in items:
             entity_id = item.get("id", "") if isinstance(item, dict) else (
                 item if isinstance(item, str) else "")
@@ -191,7 +196,7 @@ class EntityService:
                         entity_id = entity["id"]
                         self._batch_one(conn, operation, entity, **options)
                 succeeded.append(entity_id)
-            except (BadRequestData, ResourceNotFound, AlreadyExists) as exc:
+            except UrbanhubError as exc:
                 failed.append((str(entity_id), exc))
         return succeeded, failed
 

@@ -255,7 +255,7 @@ def render_instance(instance: Instance, terms: TermMap, *, form: str = "normaliz
     content = instance.get(member)
     if attr_type == "VocabProperty":
         content = ([terms.compact(v) for v in content] if isinstance(content, list)
-                   else terms.compact(content))
+                   else terms.compact(str(content)))
     if attr_type == "LanguageProperty" and lang is not None and isinstance(content, dict):
         picked = content.get(lang, content.get("@none", next(iter(content.values()), None)))
         if form == "keyValues":

@@ -54,7 +54,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("entity_id", "name", "dataset_id"),
     )
     op.create_index("ix_attributes_name", "attributes", ["name"])
-    history_columns = [
+    history_columns: list[sa.schema.SchemaItem] = [
         sa.Column("entity_id", sa.Text, nullable=False),
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("dataset_id", sa.Text, nullable=False),
