@@ -31,7 +31,7 @@ from urbanhub.ngsild.entity import (
     render_entity,
 )
 from urbanhub.ngsild.geo import parse_geo_query
-from urbanhub.ngsild.q import parse_q
+from urbanhub.ngsild.q import parse_q, parse_scope_q
 
 router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"],
                    responses=problem_responses(400, 403, 404, 406, 409, 413, 415, 422, 503))
@@ -52,6 +52,7 @@ _PARAMETERS: dict[str, tuple[str, str]] = {
     "pick": ("string", "Attributes to keep in the response."),
     "omit": ("string", "Attributes to drop from the response."),
     "q": ("string", "NGSI-LD query language filter, e.g. pm25>25;status==\"on\"."),
+    "scopeQ": ("string", "Scope query, e.g. /city/north/#."),
     "georel": ("string", "near;maxDistance==m, within, contains, intersects, …"),
     "geometry": ("string", "Point, LineString, Polygon, Multi…"),
     "coordinates": ("string", "GeoJSON coordinates of the query geometry."),
@@ -79,7 +80,8 @@ def _documented(*names: str, body: dict[str, Any] | None = None) -> dict[str, An
     return extra
 
 
-_QUERY = ("type", "id", "idPattern", "attrs", "pick", "omit", "q", "georel", "geometry",
+_QUERY = ("type", "id", "idPattern", "attrs", "pick", "omit", "q", "scopeQ", "georel",
+          "geometry",
           "coordinates", "geoproperty", "limit", "offset", "count", "options", "format", "lang")
 
 
@@ -183,15 +185,18 @@ async def query_entities(request: Request) -> Response:
         types=[terms.expand(check_name(t, "entity type")) for t in types] if types else None,
         ids=[check_entity_id(i) for i in ids] if ids else None, id_pattern=id_pattern,
         attrs=attrs_filter or None, limit=limit, offset=offset, count=count)
-    if params.get("q"):
+    if "q" in params:
         query.predicates.append(parse_q(params["q"], terms))
+    if "scopeQ" in params:
+        query.predicates.append(parse_scope_q(params["scopeQ"]))
     geo = parse_geo_query(params.get("georel"), params.get("geometry"),
                           params.get("coordinates"), params.get("geoproperty"), terms)
     if geo is not None:
         query.predicates.append(geo.predicate)
         query.bbox = geo.bbox
-    if not (types or ids or id_pattern or attrs_filter or params.get("q") or geo):
-        raise BadRequestData("Give at least one of type, id, idPattern, attrs, q or a "
+    if not (types or ids or id_pattern or attrs_filter or "q" in params or "scopeQ" in params
+            or geo):
+        raise BadRequestData("Give at least one of type, id, idPattern, attrs, q, scopeQ or a "
                              "geo-query.")
     result = hub.queries.query(caller_of(request), query)
     body = [_render(e, request, terms, keep, omit) for e in result.entities]
@@ -363,8 +368,10 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
                         attrs=[terms.expand(check_name(a)) for a in attrs] if attrs else None,
                         limit=limit, offset=offset,
                         count=params.get("count", "false").lower() == "true")
-    if payload.get("q"):
+    if "q" in payload:
         query.predicates.append(parse_q(str(payload["q"]), terms))
+    if "scopeQ" in payload:
+        query.predicates.append(parse_scope_q(str(payload["scopeQ"])))
     geo_q = payload.get("geoQ")
     if isinstance(geo_q, dict):
         coordinates = geo_q.get("coordinates")

@@ -62,6 +62,10 @@ class QueryService:
 
     def query(self, caller: Caller, query: EntityQuery) -> QueryResult:
         flt = query.store_filter()
+        for predicate in query.predicates:
+            clause = self.store.prefilter(predicate)
+            if clause is not None:
+                flt.extra.append(clause)
         with self.store.read() as conn:
             if not query.predicates:
                 ids = self.store.select_ids(conn, flt, limit=query.limit, offset=query.offset)

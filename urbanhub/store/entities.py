@@ -15,15 +15,38 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, delete, event, func, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Text,
+    and_,
+    cast,
+    delete,
+    event,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from urbanhub.ngsild.entity import DEFAULT_DATASET, Entity, Instance
+from urbanhub.ngsild.geo import GeoPredicate
+from urbanhub.ngsild.q import AttrHint, HintGroup, QPredicate
 from urbanhub.ngsild.timeutil import format_datetime, parse_datetime
 from urbanhub.store.tables import attributes, entities, entity_types, history
 
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+_POSTGIS_RELATIONS = {"within": "ST_Within", "contains": "ST_Contains",
+                      "intersects": "ST_Intersects", "disjoint": "ST_Disjoint",
+                      "equals": "ST_Equals", "overlaps": "ST_Overlaps"}
+#: Widening of PostGIS distance tests so they stay a superset of the Python predicate.
+_DISTANCE_SLACK = 0.01
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -138,6 +161,53 @@ class EntityStore:
                             entities.c.max_lat >= min_lat, entities.c.min_lat <= max_lat])
         clauses.extend(flt.extra)
         return clauses
+
+    def prefilter(self, predicate: object) -> ColumnElement[bool] | None:
+        """SQL that keeps at least every entity a q or geo predicate accepts, or None.
+
+        The predicate still runs on what SQL returns, so a prefilter only has to be a
+        superset; it saves loading entities that cannot match.
+        """
+        if isinstance(predicate, QPredicate) and predicate.hint is not None:
+            return self._hint_clause(predicate.hint)
+        if isinstance(predicate, GeoPredicate) and self.postgis and (
+                predicate.geoproperty == LOCATION):
+            return self._postgis_clause(predicate)
+        return None
+
+    def _hint_clause(self, hint: AttrHint | HintGroup) -> ColumnElement[bool]:
+        if isinstance(hint, HintGroup):
+            parts = [self._hint_clause(part) for part in hint.parts]
+            return or_(*parts) if hint.any_of else and_(*parts)
+        row: list[ColumnElement[bool]] = [attributes.c.name == hint.name]
+        bounds: list[ColumnElement[bool]] = []
+        if hint.low is not None:
+            bounds.append(attributes.c.value_num >= hint.low)
+        if hint.high is not None:
+            bounds.append(attributes.c.value_num <= hint.high)
+        if hint.values is not None:
+            bounds.append(attributes.c.value_num.in_(hint.values))
+        if bounds:
+            # Rows without a number (lists, strings, JSON) are left to the Python check.
+            row.append(or_(attributes.c.value_num.is_(None), and_(*bounds)))
+        return entities.c.id.in_(select(attributes.c.entity_id).where(*row))
+
+    def _postgis_clause(self, predicate: GeoPredicate) -> ColumnElement[bool]:
+        geom: ColumnElement[Any] = literal_column("entities.geom")
+        reference = func.ST_SetSRID(func.ST_GeomFromGeoJSON(
+            cast(literal(orjson.dumps(predicate.reference).decode()), Text)), 4326)
+        if predicate.relation == "near":
+            metres = predicate.distance or 0.0
+            # Sphere (use_spheroid false), as the Python predicate measures.
+            if predicate.min_distance:
+                inner = max(metres * (1 - _DISTANCE_SLACK) - 1, 0.0)
+                return not_(func.ST_DWithin(func.geography(geom), func.geography(reference),
+                                            inner, False, type_=Boolean))
+            return func.ST_DWithin(func.geography(geom), func.geography(reference),
+                                   metres * (1 + _DISTANCE_SLACK) + 1, False, type_=Boolean)
+        relate = getattr(func, _POSTGIS_RELATIONS[predicate.relation])
+        clause: ColumnElement[bool] = relate(geom, reference, type_=Boolean)
+        return clause
 
     def select_ids(self, conn: Connection, flt: EntityFilter, *, limit: int | None = None,
                    offset: int = 0) -> list[str]:
@@ -407,7 +477,7 @@ class EntityStore:
                      start: datetime | None, end: datetime | None, *, last_n: int | None = None,
                      ) -> list[Any]:
         """History instances of entities, oldest first (newest ``last_n`` per attribute)."""
-        clauses = [history.c.entity_id.in_(list(entity_ids))]
+        clauses: list[ColumnElement[bool]] = [history.c.entity_id.in_(list(entity_ids))]
         if names is not None:
             clauses.append(history.c.name.in_(list(names)))
         if start is not None:
