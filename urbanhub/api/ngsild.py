@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -10,6 +9,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from urbanhub.api.jsonld import hub_of, link_context, ngsi_response, read_body, terms_for
+from urbanhub.api.params import (
+    ANY_JSON,
+    ANY_JSON_LIST,
+    ENTITY_QUERY,
+    documented,
+    entity_query,
+    flag_param,
+    page,
+    split_param,
+)
 from urbanhub.api.problems import problem_responses
 from urbanhub.api.security import caller_of
 from urbanhub.hub.entities import UpdateResult
@@ -18,7 +27,6 @@ from urbanhub.model.errors import (
     BadRequestData,
     InvalidRequest,
     ResourceNotFound,
-    TooManyResults,
 )
 from urbanhub.ngsild.context import TermMap
 from urbanhub.ngsild.entity import (
@@ -36,67 +44,9 @@ from urbanhub.ngsild.q import parse_q, parse_scope_q
 router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"],
                    responses=problem_responses(400, 403, 404, 406, 409, 413, 415, 422, 503))
 
-_ANY_JSON = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"type": "object"}},
-    "application/ld+json": {"schema": {"type": "object"}}}}}
-_ANY_JSON_LIST = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"type": "array"}},
-    "application/ld+json": {"schema": {"type": "array"}}}}}
-
-
-_PARAMETERS: dict[str, tuple[str, str]] = {
-    "type": ("string", "Entity types, comma-separated (terms of the @context)."),
-    "id": ("string", "Entity ids, comma-separated."),
-    "idPattern": ("string", "Regular expression the entity id must match."),
-    "attrs": ("string", "Only entities with one of these attributes; project to them."),
-    "pick": ("string", "Attributes to keep in the response."),
-    "omit": ("string", "Attributes to drop from the response."),
-    "q": ("string", "NGSI-LD query language filter, e.g. pm25>25;status==\"on\"."),
-    "scopeQ": ("string", "Scope query, e.g. /city/north/#."),
-    "georel": ("string", "near;maxDistance==m, within, contains, intersects, …"),
-    "geometry": ("string", "Point, LineString, Polygon, Multi…"),
-    "coordinates": ("string", "GeoJSON coordinates of the query geometry."),
-    "geoproperty": ("string", "GeoProperty the geo-query applies to (default location)."),
-    "limit": ("integer", "Page size."),
-    "offset": ("integer", "Entities to skip."),
-    "count": ("boolean", "Return the total in the NGSILD-Results-Count header."),
-    "options": ("string", "keyValues, concise, sysAttrs, noOverwrite, …"),
-    "format": ("string", "normalized, concise or keyValues."),
-    "lang": ("string", "Preferred language of LanguageProperty values."),
-    "details": ("boolean", "Return detailed type or attribute descriptions."),
-    "datasetId": ("string", "The attribute instance to act on."),
-    "deleteAll": ("boolean", "Delete every instance of the attribute."),
-}
-
-
-def _documented(*names: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """OpenAPI for parameters the routes read from the raw query string."""
-    extra: dict[str, Any] = dict(body or {})
-    extra["parameters"] = [
-        {"name": name, "in": "query", "required": False, "description": _PARAMETERS[name][1],
-         "schema": {"type": _PARAMETERS[name][0]} | (
-             {"minimum": 0} if _PARAMETERS[name][0] == "integer" else {})}
-        for name in names]
-    return extra
-
-
-_QUERY = ("type", "id", "idPattern", "attrs", "pick", "omit", "q", "scopeQ", "georel",
-          "geometry",
-          "coordinates", "geoproperty", "limit", "offset", "count", "options", "format", "lang")
-
-
-def _split(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
-        raise BadRequestData("An empty list parameter was given.")
-    return items
-
-
 def _options(request: Request) -> tuple[str, bool]:
     """The representation (normalized, concise, keyValues) and whether sysAttrs are wanted."""
-    options = set(_split(request.query_params.get("options")) or [])
+    options = set(split_param(request.query_params.get("options"), "options") or [])
     unknown = options - {"keyValues", "concise", "normalized", "sysAttrs", "noOverwrite",
                          "replace", "update"}
     if unknown:
@@ -113,8 +63,8 @@ def _options(request: Request) -> tuple[str, bool]:
 def _projection(request: Request, terms: TermMap) -> tuple[list[str] | None, set[str] | None]:
     """Attribute names the response keeps (attrs/pick) and drops (omit), expanded."""
     params = request.query_params
-    keep = _split(params.get("pick")) or _split(params.get("attrs"))
-    omit = _split(params.get("omit"))
+    keep = split_param(params.get("pick"), "pick") or split_param(params.get("attrs"), "attrs")
+    omit = split_param(params.get("omit"), "omit")
     if params.get("pick") and params.get("omit"):
         raise BadRequestData("pick and omit cannot be used together.")
     keep_iris = [terms.expand(check_name(a)) for a in keep if a not in ("id", "type")] \
@@ -148,7 +98,7 @@ def _dumps(data: Any) -> bytes:
 
 # --- entities -------------------------------------------------------------------------
 
-@router.post("/entities", status_code=201, openapi_extra=_ANY_JSON)
+@router.post("/entities", status_code=201, openapi_extra=ANY_JSON)
 async def create_entity(request: Request) -> Response:
     payload, context = await read_body(request)
     terms = terms_for(request, context)
@@ -158,47 +108,15 @@ async def create_entity(request: Request) -> Response:
     return Response(status_code=201, headers={"Location": f"/ngsi-ld/v1/entities/{entity['id']}"})
 
 
-@router.get("/entities", openapi_extra=_documented(*_QUERY))
+@router.get("/entities", openapi_extra=documented(*ENTITY_QUERY, "pick", "omit", "lang"))
 async def query_entities(request: Request) -> Response:
-    params = request.query_params
-    context = _link(request)
+    context = link_context(request)
     terms = terms_for(request, context)
     hub = hub_of(request)
-    limit = _int_param(params.get("limit"), "limit", hub.settings.default_page_size)
-    offset = _int_param(params.get("offset"), "offset", 0)
-    if limit > hub.settings.max_page_size:
-        raise TooManyResults(f"limit may be at most {hub.settings.max_page_size}.")
-    count = params.get("count", "false").lower() == "true"
-    if limit == 0 and not count:
-        raise BadRequestData("limit=0 is only allowed together with count=true.")
-    types = _split(params.get("type"))
-    ids = _split(params.get("id"))
-    id_pattern = params.get("idPattern")
-    if id_pattern is not None:
-        try:
-            re.compile(id_pattern)
-        except re.error as exc:
-            raise BadRequestData(f"idPattern is not a valid regular expression: {exc}") from exc
     keep, omit = _projection(request, terms)
-    attrs_filter = [terms.expand(check_name(a)) for a in _split(params.get("attrs")) or []]
-    query = EntityQuery(
-        types=[terms.expand(check_name(t, "entity type")) for t in types] if types else None,
-        ids=[check_entity_id(i) for i in ids] if ids else None, id_pattern=id_pattern,
-        attrs=attrs_filter or None, limit=limit, offset=offset, count=count)
-    if "q" in params:
-        query.predicates.append(parse_q(params["q"], terms))
-    if "scopeQ" in params:
-        query.predicates.append(parse_scope_q(params["scopeQ"]))
-    geo = parse_geo_query(params.get("georel"), params.get("geometry"),
-                          params.get("coordinates"), params.get("geoproperty"), terms)
-    if geo is not None:
-        query.predicates.append(geo.predicate)
-        query.bbox = geo.bbox
-    if not (types or ids or id_pattern or attrs_filter or "q" in params or "scopeQ" in params
-            or geo):
-        raise BadRequestData("Give at least one of type, id, idPattern, attrs, q, scopeQ or a "
-                             "geo-query.")
-    result = hub.queries.query(caller_of(request), query)
+    attrs = [terms.expand(check_name(a))
+             for a in split_param(request.query_params.get("attrs"), "attrs") or []]
+    result = hub.queries.query(caller_of(request), entity_query(request, hub, terms, attrs))
     body = [_render(e, request, terms, keep, omit) for e in result.entities]
     headers = {"NGSILD-Results-Count": str(result.total)} if result.total is not None else {}
     return ngsi_response(request, body, context, headers=headers)
@@ -211,17 +129,17 @@ async def unsupported_get_attr(entity_id: str, attr: str) -> Response:
 
 
 @router.get("/entities/{entity_id}",
-            openapi_extra=_documented("attrs", "pick", "omit", "options", "format", "lang"))
+            openapi_extra=documented("attrs", "pick", "omit", "options", "format", "lang"))
 async def retrieve_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
-    context = _link(request)
+    context = link_context(request)
     terms = terms_for(request, context)
     keep, omit = _projection(request, terms)
     entity = hub_of(request).queries.get_entity(caller_of(request), entity_id)
     return ngsi_response(request, _render(entity, request, terms, keep, omit), context)
 
 
-@router.put("/entities/{entity_id}", status_code=204, openapi_extra=_ANY_JSON)
+@router.put("/entities/{entity_id}", status_code=204, openapi_extra=ANY_JSON)
 async def replace_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
@@ -231,7 +149,7 @@ async def replace_entity(entity_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.patch("/entities/{entity_id}", status_code=204, openapi_extra=_ANY_JSON)
+@router.patch("/entities/{entity_id}", status_code=204, openapi_extra=ANY_JSON)
 async def merge_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request, allow_merge_patch=True)
@@ -251,19 +169,20 @@ async def delete_entity(entity_id: str, request: Request) -> Response:
 
 
 @router.post("/entities/{entity_id}/attrs", status_code=204,
-             openapi_extra=_documented("options", body=_ANY_JSON))
+             openapi_extra=documented("options", body=ANY_JSON))
 async def append_attributes(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
     terms = terms_for(request, context)
     fragment = _fragment(payload, terms)
-    no_overwrite = "noOverwrite" in (_split(request.query_params.get("options")) or [])
+    options = split_param(request.query_params.get("options"), "options") or []
+    no_overwrite = "noOverwrite" in options
     result = hub_of(request).entities.append(caller_of(request), entity_id, fragment,
                                              no_overwrite=no_overwrite)
     return _update_result(result, terms) or Response(status_code=204)
 
 
-@router.patch("/entities/{entity_id}/attrs", status_code=204, openapi_extra=_ANY_JSON)
+@router.patch("/entities/{entity_id}/attrs", status_code=204, openapi_extra=ANY_JSON)
 async def update_attributes(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
@@ -273,7 +192,7 @@ async def update_attributes(entity_id: str, request: Request) -> Response:
     return _update_result(result, terms) or Response(status_code=204)
 
 
-@router.patch("/entities/{entity_id}/attrs/{attr}", status_code=204, openapi_extra=_ANY_JSON)
+@router.patch("/entities/{entity_id}/attrs/{attr}", status_code=204, openapi_extra=ANY_JSON)
 async def patch_attribute(entity_id: str, attr: str, request: Request) -> Response:
     check_entity_id(entity_id)
     check_name(attr)
@@ -295,22 +214,22 @@ async def patch_attribute(entity_id: str, attr: str, request: Request) -> Respon
 
 
 @router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204,
-               openapi_extra=_documented("datasetId", "deleteAll"))
+               openapi_extra=documented("datasetId", "deleteAll"))
 async def delete_attribute(entity_id: str, attr: str, request: Request) -> Response:
     check_entity_id(entity_id)
     check_name(attr)
-    terms = terms_for(request, _link(request))
+    terms = terms_for(request, link_context(request))
     params = request.query_params
     hub_of(request).entities.delete_attribute(
         caller_of(request), entity_id, terms.expand(attr), dataset_id=params.get("datasetId"),
-        delete_all=params.get("deleteAll", "false").lower() == "true")
+        delete_all=flag_param(request, "deleteAll"))
     return Response(status_code=204)
 
 
 # --- batch operations ----------------------------------------------------------------
 
 @router.post("/entityOperations/{operation}",
-             openapi_extra=_documented("options", "limit", "offset", "count", body=_ANY_JSON_LIST))
+             openapi_extra=documented("options", "limit", "offset", "count", body=ANY_JSON_LIST))
 async def batch_operation(operation: str, request: Request) -> Response:
     if operation not in ("create", "upsert", "update", "delete", "query"):
         raise BadRequestData(f"Unknown batch operation {operation!r}.")
@@ -319,7 +238,7 @@ async def batch_operation(operation: str, request: Request) -> Response:
         return await _batch_query(request, payload, context)
     if not isinstance(payload, list):
         raise BadRequestData("A batch operation takes a JSON array.")
-    options = set(_split(request.query_params.get("options")) or [])
+    options = set(split_param(request.query_params.get("options"), "options") or [])
     hub = hub_of(request)
 
     def parse(item: Any) -> Entity:
@@ -352,11 +271,7 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
         raise BadRequestData('The body must be a Query object ({"type": "Query", …}).')
     terms = terms_for(request, context)
     hub = hub_of(request)
-    params = request.query_params
-    limit = _int_param(params.get("limit"), "limit", hub.settings.default_page_size)
-    offset = _int_param(params.get("offset"), "offset", 0)
-    if limit > hub.settings.max_page_size:
-        raise TooManyResults(f"limit may be at most {hub.settings.max_page_size}.")
+    limit, offset, count = page(request, hub)
     selectors = payload.get("entities") or []
     if not isinstance(selectors, list):
         raise BadRequestData("Query.entities must be a list of entity selectors.")
@@ -366,8 +281,7 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
     attrs = payload.get("attrs")
     query = EntityQuery(types=types or None, ids=ids or None,
                         attrs=[terms.expand(check_name(a)) for a in attrs] if attrs else None,
-                        limit=limit, offset=offset,
-                        count=params.get("count", "false").lower() == "true")
+                        limit=limit, offset=offset, count=count)
     if "q" in payload:
         query.predicates.append(parse_q(str(payload["q"]), terms))
     if "scopeQ" in payload:
@@ -389,12 +303,12 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
 
 # --- types and attributes ------------------------------------------------------------
 
-@router.get("/types", openapi_extra=_documented("details"))
+@router.get("/types", openapi_extra=documented("details"))
 async def list_types(request: Request) -> Response:
-    context = _link(request)
+    context = link_context(request)
     terms = terms_for(request, context)
     summaries = hub_of(request).queries.types(caller_of(request))
-    if request.query_params.get("details", "false").lower() == "true":
+    if flag_param(request, "details"):
         body: Any = [{"id": s.type, "type": "EntityType", "typeName": terms.compact(s.type),
                       "attributeNames": sorted(terms.compact(a) for a in s.attributes)}
                      for s in summaries]
@@ -407,7 +321,7 @@ async def list_types(request: Request) -> Response:
 
 @router.get("/types/{type_name}")
 async def type_info(type_name: str, request: Request) -> Response:
-    context = _link(request)
+    context = link_context(request)
     terms = terms_for(request, context)
     wanted = terms.expand(check_name(type_name, "entity type"))
     for summary in hub_of(request).queries.types(caller_of(request)):
@@ -422,12 +336,12 @@ async def type_info(type_name: str, request: Request) -> Response:
     raise ResourceNotFound(f"No entity of type {type_name} exists.")
 
 
-@router.get("/attributes", openapi_extra=_documented("details"))
+@router.get("/attributes", openapi_extra=documented("details"))
 async def list_attributes(request: Request) -> Response:
-    context = _link(request)
+    context = link_context(request)
     terms = terms_for(request, context)
     summary = hub_of(request).queries.attributes(caller_of(request))
-    if request.query_params.get("details", "false").lower() == "true":
+    if flag_param(request, "details"):
         body: Any = [{"id": name, "type": "Attribute", "attributeName": terms.compact(name),
                       "typeNames": sorted(terms.compact(t) for t in info["types"])}  # type: ignore[attr-defined]
                      for name, info in sorted(summary.items())]
@@ -440,7 +354,7 @@ async def list_attributes(request: Request) -> Response:
 
 @router.get("/attributes/{attr}")
 async def attribute_info(attr: str, request: Request) -> Response:
-    context = _link(request)
+    context = link_context(request)
     terms = terms_for(request, context)
     wanted = terms.expand(check_name(attr))
     info = hub_of(request).queries.attributes(caller_of(request)).get(wanted)
@@ -454,10 +368,6 @@ async def attribute_info(attr: str, request: Request) -> Response:
 
 # --- helpers ---------------------------------------------------------------------------
 
-def _link(request: Request) -> Any:
-    return link_context(request)
-
-
 def _fragment(payload: Any, terms: TermMap) -> Entity:
     if not isinstance(payload, dict):
         raise BadRequestData("The attributes fragment must be a JSON object.")
@@ -467,14 +377,4 @@ def _fragment(payload: Any, terms: TermMap) -> Entity:
     return fragment
 
 
-def _int_param(raw: str | None, name: str, default: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise BadRequestData(f"{name} must be a whole number, got {raw!r}.") from exc
-    if value < 0:
-        raise BadRequestData(f"{name} must not be negative.")
-    return value
 

@@ -1,0 +1,391 @@
+"""The temporal API's service (ETSI GS CIM 009 §5.6.11, §5.7.3/5.7.4): history of entities.
+
+Time semantics, as stored and as queried:
+- ``history.observed_at`` holds each instance's observedAt, or its modifiedAt when the
+  instance had none (an API write without observedAt), so ``timeproperty=observedAt`` (the
+  default) always has a time to work with; ``timeproperty=modifiedAt`` uses the time
+  history first recorded the instance.
+- Intervals are half-open: ``before`` is t < timeAt, ``after`` is t >= timeAt, ``between``
+  is timeAt <= t < endTimeAt. Aggregation periods are half-open too and aligned to timeAt
+  when it is given, to the Unix epoch (whole hours, UTC midnights) otherwise.
+- Entity selection (type, id, idPattern, attrs, q, geo) goes through the query service and
+  looks at the current state; the time filters then apply to the history of those entities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import isodate
+
+from urbanhub.hub.query import EntityQuery, QueryService
+from urbanhub.model.caller import Caller
+from urbanhub.model.errors import BadRequestData, OperationNotSupported, ResourceNotFound
+from urbanhub.ngsild.entity import Entity, Instance
+from urbanhub.ngsild.timeutil import format_datetime, parse_datetime, utcnow
+from urbanhub.store import history
+from urbanhub.store.entities import LOCATION, EntityStore, HistoryRow, numeric_value
+from urbanhub.store.history import HistoryInstance, PeriodStats
+
+AGGREGATE_METHODS = ("totalCount", "distinctCount", "sum", "sumsq", "avg", "min", "max",
+                     "stddev")
+#: Methods the hourly rollups can answer: everything but distinctCount, which needs values.
+ROLLUP_METHODS = frozenset(AGGREGATE_METHODS) - {"distinctCount"}
+TIMERELS = ("before", "after", "between")
+_HOUR_US = 3_600_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+EntityValidator = Callable[[Entity], None]
+
+
+@dataclass(frozen=True)
+class TimeQuery:
+    """A validated temporal query (timerel, timeAt, endTimeAt, timeproperty)."""
+
+    timerel: str | None = None
+    time_at: datetime | None = None
+    end_time_at: datetime | None = None
+    timeproperty: str = "observedAt"
+
+    @classmethod
+    def parse(cls, timerel: str | None, time_at: str | None, end_time_at: str | None,
+              timeproperty: str | None) -> TimeQuery:
+        """Check the parameters together; every error names the parameter at fault."""
+        prop = timeproperty or "observedAt"
+        if prop not in history.TIME_COLUMNS:
+            raise BadRequestData(
+                f"timeproperty must be one of {', '.join(history.TIME_COLUMNS)}, got {prop!r}.")
+        if timerel is None:
+            if time_at is not None or end_time_at is not None:
+                raise BadRequestData("timeAt and endTimeAt need timerel (before, after or "
+                                     "between).")
+            return cls(timeproperty=prop)
+        if timerel not in TIMERELS:
+            raise BadRequestData(f"timerel must be before, after or between, got {timerel!r}.")
+        if time_at is None:
+            raise BadRequestData(f"timerel={timerel} needs timeAt.")
+        start = parse_datetime(time_at, "timeAt")
+        end = None
+        if timerel == "between":
+            if end_time_at is None:
+                raise BadRequestData("timerel=between needs endTimeAt.")
+            end = parse_datetime(end_time_at, "endTimeAt")
+            if end <= start:
+                raise BadRequestData("endTimeAt must be later than timeAt.")
+        elif end_time_at is not None:
+            raise BadRequestData(f"endTimeAt is only allowed with timerel=between, not "
+                                 f"{timerel}.")
+        return cls(timerel, start, end, prop)
+
+    @property
+    def start(self) -> datetime | None:
+        return self.time_at if self.timerel in ("after", "between") else None
+
+    @property
+    def end(self) -> datetime | None:
+        if self.timerel == "before":
+            return self.time_at
+        return self.end_time_at if self.timerel == "between" else None
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    methods: tuple[str, ...]
+    period: timedelta | None = None  # None: one period over the whole requested range
+
+    @classmethod
+    def parse(cls, methods: list[str] | None, duration: str | None) -> Aggregation:
+        if not methods:
+            raise BadRequestData("options=aggregatedValues needs aggrMethods (one or more of "
+                                 f"{', '.join(AGGREGATE_METHODS)}).")
+        unknown = [m for m in methods if m not in AGGREGATE_METHODS]
+        if unknown:
+            raise BadRequestData(f"Unknown aggrMethods {', '.join(unknown)}; use "
+                                 f"{', '.join(AGGREGATE_METHODS)}.")
+        return cls(tuple(dict.fromkeys(methods)), parse_period(duration) if duration else None)
+
+
+def parse_period(text: str) -> timedelta:
+    """An ISO 8601 duration of fixed length (weeks, days, hours, minutes, seconds)."""
+    try:
+        parsed = isodate.parse_duration(text)
+    except (isodate.ISO8601Error, ValueError) as exc:
+        raise BadRequestData(f"aggrPeriodDuration {text!r} is not an ISO 8601 duration "
+                             "(for example PT1H or P1D).") from exc
+    if isinstance(parsed, isodate.Duration):
+        if parsed.years or parsed.months:
+            raise OperationNotSupported(
+                f"aggrPeriodDuration {text!r} has months or years, whose length varies; "
+                "use days or weeks (for example P30D or P1W).")
+        parsed = parsed.tdelta
+    if parsed <= timedelta(0):
+        raise BadRequestData(f"aggrPeriodDuration {text!r} must be longer than zero.")
+    if parsed.microseconds % 1000:
+        raise BadRequestData(f"aggrPeriodDuration {text!r} is finer than a millisecond.")
+    return parsed
+
+
+@dataclass(frozen=True)
+class TemporalQuery:
+    time: TimeQuery = field(default_factory=TimeQuery)
+    attrs: list[str] | None = None  # expanded attribute names; None: all
+    last_n: int | None = None
+    aggregation: Aggregation | None = None
+
+
+@dataclass(frozen=True)
+class AggregatedPeriod:
+    start: datetime
+    end: datetime
+    values: dict[str, float | int | None]
+
+
+@dataclass
+class TemporalEntity:
+    """An entity's history; ``current`` is its present state (None once it was deleted)."""
+
+    id: str
+    current: Entity | None
+    instances: dict[str, list[HistoryInstance]] = field(default_factory=dict)
+    aggregates: dict[str, dict[str, list[AggregatedPeriod]]] = field(default_factory=dict)
+
+
+@dataclass
+class TemporalResult:
+    entities: list[TemporalEntity]
+    total: int | None
+
+
+def method_values(stats: PeriodStats, methods: tuple[str, ...]) -> dict[str, float | int | None]:
+    """Each method's figure for one period; numeric methods are None without numbers.
+
+    stddev is the population standard deviation sqrt(sumsq/n - mean²), computed from n, sum
+    and sumsq so that raw history and the hourly rollups give identical numbers.
+    """
+    mean = stats.total / stats.n if stats.n and stats.total is not None else None
+    out: dict[str, float | int | None] = {}
+    for method in methods:
+        if method == "totalCount":
+            out[method] = stats.count
+        elif method == "distinctCount":
+            out[method] = stats.distinct
+        elif not stats.n:
+            out[method] = None
+        elif method == "sum":
+            out[method] = stats.total
+        elif method == "sumsq":
+            out[method] = stats.total_sq
+        elif method == "avg":
+            out[method] = mean
+        elif method == "min":
+            out[method] = stats.minimum
+        elif method == "max":
+            out[method] = stats.maximum
+        elif method == "stddev" and mean is not None and stats.total_sq is not None:
+            out[method] = math.sqrt(max(0.0, stats.total_sq / stats.n - mean * mean))
+    return out
+
+
+def _whole_hours(moment: datetime | None) -> bool:
+    return moment is None or history.micros(moment) % _HOUR_US == 0
+
+
+def _is_numeric(instances: dict[str, Instance]) -> bool:
+    return all(numeric_value(i) is not None for i in instances.values())
+
+
+class TemporalService:
+    """Temporal retrieval and provision; every read takes the caller, like QueryService.
+
+    ``use_rollups`` switches the hourly-rollup fast path off (for comparisons and tests).
+    """
+
+    def __init__(self, store: EntityStore, queries: QueryService,
+                 validator: EntityValidator | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.queries = queries
+        self.validator = validator
+        self.clock = clock
+        self.use_rollups = True
+
+    # --- retrieval -------------------------------------------------------------------
+
+    def get_entity(self, caller: Caller, entity_id: str, query: TemporalQuery) -> TemporalEntity:
+        """One entity's history; 404 only when it neither exists nor ever had history."""
+        with self.store.read() as conn:
+            current = self.store.load(conn, [entity_id]).get(entity_id)
+            if current is None and not history.has_history(conn, entity_id):
+                raise ResourceNotFound(f"Entity {entity_id} does not exist and has no history.")
+        return self._fill(caller, [TemporalEntity(entity_id, current)], query)[0]
+
+    def query(self, caller: Caller, selection: EntityQuery,
+              query: TemporalQuery) -> TemporalResult:
+        """Entities chosen on their current state, each with its history."""
+        found = self.queries.query(caller, selection)
+        entities = [TemporalEntity(e["id"], e) for e in found.entities]
+        return TemporalResult(self._fill(caller, entities, query), found.total)
+
+    def rollup_eligible(self, query: TemporalQuery) -> bool:
+        """Whether the hourly rollups give exactly what raw history would for this query."""
+        aggregation = query.aggregation
+        if aggregation is None or not self.use_rollups:
+            return False
+        time = query.time
+        step = aggregation.period
+        return (set(aggregation.methods) <= ROLLUP_METHODS
+                and time.timeproperty == "observedAt"
+                and all(_whole_hours(t) for t in (time.start, time.end, time.time_at))
+                and ((step is None and time.start is not None and time.end is not None)
+                     or (step is not None and history.micros(_EPOCH + step) % _HOUR_US == 0)))
+
+    def _fill(self, caller: Caller, entities: list[TemporalEntity],
+              query: TemporalQuery) -> list[TemporalEntity]:
+        if not entities:
+            return entities
+        ids = [e.id for e in entities]
+        by_id = {e.id: e for e in entities}
+        time = query.time
+        with self.store.read() as conn:
+            if query.aggregation is None:
+                for item in history.instances(conn, ids, query.attrs, time.start, time.end,
+                                              timeproperty=time.timeproperty,
+                                              last_n=query.last_n):
+                    by_id[item.entity_id].instances.setdefault(item.name, []).append(item)
+                return entities
+            aggregation = query.aggregation
+            origin = time.time_at or _EPOCH
+            step_us = history.micros(_EPOCH + aggregation.period) if aggregation.period else None
+            names = self._aggregated_names(entities, query)
+            fast = self._rollup_names(entities, names) if self.rollup_eligible(query) else []
+            stats: list[PeriodStats] = []
+            if fast:
+                stats += history.rollup_aggregates(conn, ids, fast, time.start, time.end,
+                                                   origin=origin, step_us=step_us)
+            slow = None if names is None else [n for n in names if n not in fast]
+            if slow is None or slow:
+                stats += history.raw_aggregates(
+                    conn, ids, slow, time.start, time.end, origin=origin, step_us=step_us,
+                    distinct="distinctCount" in aggregation.methods,
+                    timeproperty=time.timeproperty)
+        bounds: dict[int, tuple[datetime, datetime]] = {}
+        for stat in stats:
+            if aggregation.period is None:
+                start, end = self._bounds(stat, time, origin, None)
+            else:
+                if stat.period not in bounds:
+                    bounds[stat.period] = self._bounds(stat, time, origin, aggregation.period)
+                start, end = bounds[stat.period]
+            by_id[stat.entity_id].aggregates.setdefault(stat.name, {}).setdefault(
+                stat.dataset_id, []).append(AggregatedPeriod(
+                    start, end, method_values(stat, aggregation.methods)))
+        for entity in entities:
+            for datasets in entity.aggregates.values():
+                for dataset_id, periods in datasets.items():
+                    periods.sort(key=lambda p: p.start)
+                    if query.last_n is not None:
+                        datasets[dataset_id] = periods[-query.last_n:]
+        return entities
+
+    @staticmethod
+    def _aggregated_names(entities: list[TemporalEntity],
+                          query: TemporalQuery) -> list[str] | None:
+        """The attributes to aggregate: those asked for, else the current ones.
+
+        Without attrs, an attribute since deleted from an entity is left out (it would
+        cost a scan of all history to find); None means every name, for entities that
+        exist only in history.
+        """
+        if query.attrs is not None:
+            return query.attrs
+        names: dict[str, None] = {}
+        for entity in entities:
+            if entity.current is None:
+                return None
+            names.update(dict.fromkeys(entity.current["attrs"]))
+        return list(names)
+
+    @staticmethod
+    def _rollup_names(entities: list[TemporalEntity], names: list[str] | None) -> list[str]:
+        """Attributes whose every current instance, in every selected entity, is a number.
+
+        The rollups hold numeric readings only, so a number now is taken to mean numbers
+        throughout history; an attribute that once held text would be miscounted in
+        totalCount, which is why anything non-numeric now goes to raw history.
+        """
+        if names is None:
+            return []
+        numeric: dict[str, bool] = {}
+        for entity in entities:
+            assert entity.current is not None  # names is None for history-only entities
+            for name, instances in entity.current["attrs"].items():
+                numeric[name] = numeric.get(name, True) and _is_numeric(instances)
+        return [name for name in names if numeric.get(name)]
+
+    @staticmethod
+    def _bounds(stat: PeriodStats, time: TimeQuery, origin: datetime,
+                period: timedelta | None) -> tuple[datetime, datetime]:
+        if period is None:
+            start = time.start or stat.first
+            end = time.end or stat.last
+            assert start is not None and end is not None  # raw stats carry first/last
+            return start, end
+        start = origin + period * stat.period
+        end = start + period
+        if time.start is not None:
+            start = max(start, time.start)
+        if time.end is not None:
+            end = min(end, time.end)
+        return start, end
+
+    # --- provision -------------------------------------------------------------------
+
+    def provide(self, caller: Caller, entity: Entity,
+                attrs: dict[str, list[Instance]]) -> bool:
+        """POST /temporal/entities: create the entity or add instances to its history.
+
+        Every instance carries observedAt; replays store nothing twice (the history key is
+        entity, attribute, datasetId, observedAt). Returns True when the entity was created.
+        """
+        now = self.clock()
+        stamp = format_datetime(now)
+        rows: list[HistoryRow] = []
+        for name, instances in attrs.items():
+            for instance in instances:
+                instance["createdAt"] = instance["modifiedAt"] = stamp
+                rows.append(HistoryRow(entity["id"], name, instance.get("datasetId", ""),
+                                       parse_datetime(instance["observedAt"]), instance,
+                                       numeric_value(instance)))
+        with self.store.write() as conn:
+            if not self.store.exists(conn, entity["id"]):
+                if not entity.get("type"):
+                    raise BadRequestData(f"Entity {entity['id']} does not exist; give its type "
+                                         "to create it.")
+                newest: dict[str, dict[str, Instance]] = {}
+                latest: dict[tuple[str, str], datetime] = {}
+                for row in rows:
+                    key = (row.name, row.dataset_id)
+                    if key not in latest or latest[key] < row.observed_at:
+                        latest[key] = row.observed_at
+                        newest.setdefault(row.name, {})[row.dataset_id] = row.instance
+                created = {**entity, "attrs": newest}
+                if self.validator is not None:
+                    self.validator(created)
+                self.store.insert_entity(conn, created, now)
+                self.store.apply_readings(conn, rows, now)
+                return True
+            self.store.apply_readings(conn, rows, now)
+            after = self.store.load(conn, [entity["id"]])[entity["id"]]
+            types = list(dict.fromkeys(after["type"] + entity.get("type", [])))
+            changed = types != after["type"] or LOCATION in attrs or "scope" in entity
+            after["type"] = types
+            if "scope" in entity:
+                after["scope"] = entity["scope"]
+            if self.validator is not None:
+                self.validator(after)
+            if changed:
+                self.store.update_entity_header(conn, after, now)
+            return False

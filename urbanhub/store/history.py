@@ -1,0 +1,204 @@
+"""Reads of history and of the hourly rollups for the temporal API.
+
+Aggregates are grouped into fixed-length periods in SQL: a row falls in period
+``floor((t - origin) / step)`` with times as integer microseconds since the epoch, so both
+backends bucket exactly (no floating-point day fractions) and only per-period figures
+leave the database. The rollup variant reads ``rollup_hourly`` instead of ``history`` and
+must only be used when every period and the requested range start and end on whole hours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import BindParameter, Connection, bindparam, func, select, text
+from sqlalchemy.sql.elements import ColumnElement
+
+from urbanhub.ngsild.entity import Instance
+from urbanhub.store.tables import history
+
+#: History columns a temporal query can filter and order on: observedAt is the
+#: ``observed_at`` column (observedAt, or modifiedAt for an instance that had none);
+#: modifiedAt is when history first recorded the instance.
+TIME_COLUMNS = {"observedAt": "observed_at", "modifiedAt": "recorded_at"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The members that hold an attribute's content, in the order distinctCount looks for them.
+_CONTENT = ("value", "object", "languageMap", "vocab", "json", "valueList", "objectList")
+
+
+@dataclass(frozen=True)
+class HistoryInstance:
+    """One stored instance of an attribute, as the temporal API returns it."""
+
+    entity_id: str
+    name: str
+    dataset_id: str
+    observed_at: datetime
+    recorded_at: datetime
+    instance: Instance
+
+
+@dataclass(frozen=True)
+class PeriodStats:
+    """What one attribute (and datasetId) did in one period: enough for every method."""
+
+    entity_id: str
+    name: str
+    dataset_id: str
+    period: int
+    count: int
+    distinct: int | None
+    n: int
+    total: float | None
+    total_sq: float | None
+    minimum: float | None
+    maximum: float | None
+    first: datetime | None
+    last: datetime | None
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float rounding)."""
+    delta = moment.astimezone(UTC) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _bound(moment: datetime, dialect: str) -> Any:
+    # SQLite stores UTC as naive text in SQLAlchemy's format; bind the same spelling.
+    if dialect == "sqlite":
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment
+
+
+def _epoch_us(column: str, dialect: str) -> str:
+    if dialect == "sqlite":
+        return (f"(CAST(strftime('%s', {column}) AS INTEGER) * 1000000"
+                f" + CAST(substr({column}, 21, 6) AS INTEGER))")
+    return f"CAST(extract(epoch FROM {column}) * 1000000 AS bigint)"
+
+
+def _period_expr(column: str, dialect: str) -> str:
+    """floor((t - :origin) / :step) in integers; both backends truncate ``/`` toward zero."""
+    offset = f"({_epoch_us(column, dialect)} - :origin)"
+    return f"(({offset} - (({offset} % :step) + :step) % :step) / :step)"
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def has_history(conn: Connection, entity_id: str) -> bool:
+    return conn.scalar(select(history.c.entity_id).where(
+        history.c.entity_id == entity_id).limit(1)) is not None
+
+
+def instances(conn: Connection, entity_ids: Sequence[str], names: Sequence[str] | None,
+              start: datetime | None, end: datetime | None, *,
+              timeproperty: str = "observedAt", last_n: int | None = None,
+              ) -> list[HistoryInstance]:
+    """Instances with ``start <= t < end``, oldest first; the newest ``last_n`` per attribute."""
+    if not entity_ids:
+        return []
+    time = history.c[TIME_COLUMNS[timeproperty]]
+    clauses: list[ColumnElement[bool]] = [history.c.entity_id.in_(list(entity_ids))]
+    if names is not None:
+        clauses.append(history.c.name.in_(list(names)))
+    if start is not None:
+        clauses.append(time >= start)
+    if end is not None:
+        clauses.append(time < end)
+    query = select(history.c.entity_id, history.c.name, history.c.dataset_id,
+                   history.c.observed_at, history.c.recorded_at, history.c.instance,
+                   time.label("moment")).where(*clauses)
+    if last_n is not None:
+        ranked = query.add_columns(func.row_number().over(
+            partition_by=(history.c.entity_id, history.c.name, history.c.dataset_id),
+            order_by=time.desc()).label("rank")).subquery()
+        query = select(ranked).where(ranked.c.rank <= last_n)
+    rows = sorted(conn.execute(query), key=lambda r: (r.entity_id, r.name, r.moment, r.dataset_id))
+    return [HistoryInstance(r.entity_id, r.name, r.dataset_id, r.observed_at, r.recorded_at,
+                            orjson.loads(r.instance)) for r in rows]
+
+
+def _filters(column: str, entity_ids: Sequence[str], names: Sequence[str] | None,
+             start: datetime | None, end: datetime | None, dialect: str,
+             ) -> tuple[str, dict[str, Any], list[Any]]:
+    where = ["entity_id IN :ids"]
+    params: dict[str, Any] = {"ids": list(entity_ids)}
+    binds: list[BindParameter[Any]] = [bindparam("ids", expanding=True)]
+    if names is not None:
+        where.append("name IN :names")
+        params["names"] = list(names)
+        binds.append(bindparam("names", expanding=True))
+    if start is not None:
+        where.append(f"{column} >= :start")
+        params["start"] = _bound(start, dialect)
+    if end is not None:
+        where.append(f"{column} < :end")
+        params["end"] = _bound(end, dialect)
+    return " AND ".join(where), params, binds
+
+
+def raw_aggregates(conn: Connection, entity_ids: Sequence[str], names: Sequence[str] | None,
+                   start: datetime | None, end: datetime | None, *, origin: datetime,
+                   step_us: int | None, distinct: bool, timeproperty: str = "observedAt",
+                   ) -> list[PeriodStats]:
+    """Per-period figures from raw history; ``step_us`` None means one period for all."""
+    if not entity_ids:
+        return []
+    dialect = conn.dialect.name
+    column = TIME_COLUMNS[timeproperty]
+    where, params, binds = _filters(column, entity_ids, names, start, end, dialect)
+    period = _period_expr(column, dialect) if step_us is not None else "0"
+    params.update(origin=micros(origin), step=step_us or 1)
+    if distinct:
+        if dialect == "sqlite":
+            content = ", ".join(f"json_extract(instance, '$.{m}')" for m in _CONTENT)
+        else:
+            content = ", ".join(f"CAST(instance AS jsonb) -> '{m}'" for m in _CONTENT)
+        distinct_sql = f"count(DISTINCT coalesce({content}))"
+    else:
+        distinct_sql = "NULL"
+    sql = (f"SELECT entity_id, name, dataset_id, {period} AS period, count(*) AS instances,"
+           f" {distinct_sql} AS distinct_count, count(value_num) AS n, sum(value_num) AS total,"
+           f" sum(value_num * value_num) AS total_sq, min(value_num) AS minimum,"
+           f" max(value_num) AS maximum, min({column}) AS first, max({column}) AS last"
+           f" FROM history WHERE {where} GROUP BY 1, 2, 3, 4"
+           f" ORDER BY entity_id, name, dataset_id, period")
+    rows = conn.execute(text(sql).bindparams(*binds), params)
+    return [PeriodStats(r.entity_id, r.name, r.dataset_id, int(r.period), int(r.instances),
+                        None if r.distinct_count is None else int(r.distinct_count), int(r.n),
+                        r.total, r.total_sq, r.minimum, r.maximum, _time(r.first),
+                        _time(r.last)) for r in rows]
+
+
+def rollup_aggregates(conn: Connection, entity_ids: Sequence[str], names: Sequence[str] | None,
+                      start: datetime | None, end: datetime | None, *, origin: datetime,
+                      step_us: int | None) -> list[PeriodStats]:
+    """The same figures (without distinctCount) from ``rollup_hourly``: numeric values only.
+
+    Exact only when ``start``, ``end``, ``origin`` and ``step_us`` are whole hours.
+    """
+    if not entity_ids:
+        return []
+    dialect = conn.dialect.name
+    where, params, binds = _filters("hour", entity_ids, names, start, end, dialect)
+    period = _period_expr("hour", dialect) if step_us is not None else "0"
+    params.update(origin=micros(origin), step=step_us or 1)
+    sql = (f"SELECT entity_id, name, dataset_id, {period} AS period, sum(n) AS n,"
+           f" sum(total) AS total, sum(total_sq) AS total_sq, min(minimum) AS minimum,"
+           f" max(maximum) AS maximum FROM rollup_hourly WHERE {where}"
+           " GROUP BY 1, 2, 3, 4"
+           f" ORDER BY entity_id, name, dataset_id, period")
+    rows = conn.execute(text(sql).bindparams(*binds), params)
+    return [PeriodStats(r.entity_id, r.name, r.dataset_id, int(r.period), int(r.n), None,
+                        int(r.n), r.total, r.total_sq, r.minimum, r.maximum, None, None)
+            for r in rows]
