@@ -14,6 +14,9 @@ class Settings(BaseSettings):
     mqtt_url: str | None = "mqtt://127.0.0.1:1883"
     mqtt_topic_root: str = "urbanhub"
     mqtt_client_id: str = "urbanhub-hub"
+    mqtt_session_expiry_s: int = 7 * 24 * 3600  # how long the broker keeps our queue offline
+    mqtt_keepalive_s: int = 30
+    mqtt_max_pending: int = 20000  # unacknowledged messages in the hub (MQTT Receive Maximum)
     max_body_bytes: int = 16 * 1024 * 1024
     max_page_size: int = 1000
     default_page_size: int = 20

@@ -6,12 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from urbanhub import __version__
 from urbanhub.api import ingest, ngsild, system, temporal
 from urbanhub.api.problems import install_problem_handlers
 from urbanhub.config import Settings, get_settings
 from urbanhub.hub.runtime import Hub
+
+
+def _mqtt_disabled() -> dict[str, str]:
+    return {"status": "disabled"}
 
 
 def create_app(settings: Settings | None = None, hub: Hub | None = None) -> FastAPI:
@@ -22,7 +27,15 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.upgrade_schema()
-        yield
+        adapter = hub.mqtt_adapter()
+        app.state.broker_status = adapter.status if adapter else _mqtt_disabled
+        if adapter is not None:
+            adapter.start()  # connects in the background; HTTP serves even if the broker is down
+        try:
+            yield
+        finally:
+            if adapter is not None:
+                await run_in_threadpool(adapter.stop)  # commits and acknowledges what is buffered
 
     app = FastAPI(title="Urbanhub", version=__version__, lifespan=lifespan,
                   description="Urban data platform: NGSI-LD context hub with governance "

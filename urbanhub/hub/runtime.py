@@ -8,7 +8,11 @@ from urbanhub.config import Settings
 from urbanhub.hub.entities import EntityService
 from urbanhub.hub.metrics import Metrics
 from urbanhub.hub.query import QueryService
+from urbanhub.hub.temporal import TemporalService
+from urbanhub.ingest.devices import DeviceRegistry
+from urbanhub.ingest.mqtt import MqttAdapter
 from urbanhub.ingest.pipeline import IngestPipeline
+from urbanhub.ingest.readings import ReadingMapper
 from urbanhub.ngsild.context import ContextLoader, ContextResolver
 from urbanhub.sdm.validate import validate_entity
 from urbanhub.store.db import make_engine, upgrade
@@ -26,8 +30,17 @@ class Hub:
         self.contexts = ContextResolver(loader or ContextLoader(settings.context_fetch_timeout_s))
         self.entities = EntityService(self.store, validator=validate_entity)
         self.queries = QueryService(self.store)
+        self.temporal = TemporalService(self.store, self.queries, validator=validate_entity)
         self.metrics = Metrics()
         self.ingest = IngestPipeline(self.store, self.metrics)
+        self.devices = DeviceRegistry(self.store, self.entities)
+        self.readings = ReadingMapper(self.devices, self.contexts)
+
+    def mqtt_adapter(self) -> MqttAdapter | None:
+        """The MQTT subscription the settings ask for; None when MQTT is disabled."""
+        if not self.settings.mqtt_url:
+            return None
+        return MqttAdapter(self.settings, self.ingest, self.readings, self.metrics)
 
     def upgrade_schema(self) -> None:
         upgrade(self.engine)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -32,6 +33,25 @@ class Rejected:
     index: int | None = None  # position in the adapter's batch, when it has one
 
 
+@dataclass(slots=True)
+class Origin:
+    """Where a reading came from, so a reading refused at the gate is dead-lettered whole.
+
+    ``payload`` is the raw bytes of a message, or the parsed element of an HTTP batch
+    (serialised only if it is refused, which keeps the accepted path cheap).
+    """
+
+    source: str
+    payload: Any
+    topic: str | None = None
+    index: int | None = None
+
+    def raw(self) -> bytes:
+        if isinstance(self.payload, bytes | bytearray):
+            return bytes(self.payload)
+        return orjson.dumps(self.payload)
+
+
 @dataclass
 class IngestReport:
     accepted: int = 0  # readings that passed the gate
@@ -47,17 +67,22 @@ class IngestPipeline:
         self.clock = clock
 
     def ingest(self, readings: Sequence[Reading], rejected: Sequence[Rejected] = (),
-               ) -> IngestReport:
-        """Store ``readings`` whose entity exists; dead-letter the rest with ``rejected``."""
+               origins: Sequence[Origin] | None = None) -> IngestReport:
+        """Store ``readings`` whose entity exists; dead-letter the rest with ``rejected``.
+
+        ``origins`` (parallel to ``readings``) lets a refused reading be dead-lettered as the
+        message it came from, once per message.
+        """
         report = IngestReport(rejected=list(rejected))
         now = self.clock()
         with self.store.write() as conn:
-            known = self.store.existing(conn, {r.entity_id for r in readings})
-            good = [r for r in readings if r.entity_id in known]
-            for reading in readings:
-                if reading.entity_id not in known:
-                    report.rejected.append(Rejected(
-                        f"unknown entity {reading.entity_id}", _describe(reading), "pipeline"))
+            ids = {r.entity_id for r in readings}
+            known = self.store.existing(conn, ids)
+            if len(known) == len(ids):
+                good = list(readings)
+            else:
+                good = [r for r in readings if r.entity_id in known]
+                report.rejected.extend(_unknown(readings, known, origins))
             report.accepted = len(good)
             report.stored = self.store.apply_readings(conn, good, now)
             add_dead_letters(conn, [DeadLetter(r.source, r.reason, r.payload, r.topic)
@@ -66,6 +91,25 @@ class IngestPipeline:
         self.metrics.add("readings_stored", report.stored)
         self.metrics.add("readings_rejected", len(report.rejected))
         return report
+
+
+def _unknown(readings: Sequence[Reading], known: set[str],
+             origins: Sequence[Origin] | None) -> list[Rejected]:
+    refused: list[Rejected] = []
+    seen: set[tuple[int, str]] = set()
+    for position, reading in enumerate(readings):
+        if reading.entity_id in known:
+            continue
+        reason = f"unknown entity {reading.entity_id}"
+        if origins is None:
+            refused.append(Rejected(reason, _describe(reading), "pipeline"))
+            continue
+        origin = origins[position]
+        if (id(origin), reading.entity_id) not in seen:
+            seen.add((id(origin), reading.entity_id))
+            refused.append(Rejected(reason, origin.raw(), origin.source, origin.topic,
+                                    origin.index))
+    return refused
 
 
 def _describe(reading: Reading) -> bytes:

@@ -1,0 +1,281 @@
+"""MQTT adapter: subscribes to the device topics and feeds the ingest pipeline in batches.
+
+Delivery guarantee: QoS 1 on a persistent MQTT 5 session with a stable client id, and
+manual acknowledgements sent only after the batch holding a message is committed. A crash
+or restart therefore loses nothing: the broker keeps unacknowledged and queued messages
+and delivers them to the next hub that connects with the same client id.
+
+Threads: paho's network loop only appends messages to a bounded buffer; a worker thread
+maps and stores them every ``ingest_batch_size`` messages or ``ingest_flush_interval_s``
+seconds. The MQTT 5 Receive Maximum (``mqtt_max_pending``) stops the broker from sending
+more unacknowledged QoS 1 messages than the buffer holds; QoS 0 floods block the network
+loop instead, so TCP pushes back on the broker. See docs/ingest.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from sqlalchemy import text
+
+from urbanhub.config import Settings
+from urbanhub.hub.metrics import Metrics
+from urbanhub.ingest.pipeline import IngestPipeline, Rejected
+from urbanhub.ingest.readings import Message, ReadingMapper
+
+log = logging.getLogger("urbanhub.ingest.mqtt")
+
+_NO_ACK = -1
+_RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"URBANHUB_MQTT_URL must be mqtt:// or mqtts://, got {url!r}")
+        tls = parts.scheme in ("mqtts", "ssl")
+        return cls(parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls,
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None)
+
+    def display(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+class MqttAdapter:
+    """One persistent subscription of the hub; ``start`` once, ``stop`` on shutdown."""
+
+    def __init__(self, settings: Settings, pipeline: IngestPipeline, mapper: ReadingMapper,
+                 metrics: Metrics) -> None:
+        if not settings.mqtt_url:
+            raise ValueError("MQTT is disabled (URBANHUB_MQTT_URL is empty)")
+        self.address = BrokerAddress.parse(settings.mqtt_url)
+        self.client_id = settings.mqtt_client_id
+        self.root = settings.mqtt_topic_root
+        self.pipeline = pipeline
+        self.mapper = mapper
+        self.metrics = metrics
+        self.batch_size = max(1, settings.ingest_batch_size)
+        self.flush_interval = settings.ingest_flush_interval_s
+        self.max_pending = min(65535, max(settings.mqtt_max_pending, 2 * self.batch_size))
+        self.session_expiry_s = settings.mqtt_session_expiry_s
+        self.keepalive_s = settings.mqtt_keepalive_s
+        self._buffer: list[Message] = []
+        self._acks: list[int] = []  # parallel to _buffer: generation << 16 | mid, or _NO_ACK
+        self._first_at = 0.0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._abandon = threading.Event()
+        self._disconnected = threading.Event()
+        self._generation = 0
+        self._connected = False
+        self._last_error: str | None = None
+        self._worker: threading.Thread | None = None
+        self._client = self._make_client()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv5)
+        client.manual_ack_set(True)
+        client.reconnect_delay_set(min_delay=1, max_delay=5)
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            client.tls_set()
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        """Connect in the background; a broker that is down is retried until it is up."""
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.session_expiry_s
+        properties.ReceiveMaximum = self.max_pending
+        self._client.connect_async(self.address.host, self.address.port,
+                                   keepalive=self.keepalive_s, clean_start=False,
+                                   properties=properties)
+        self._worker = threading.Thread(target=self._run, name="urbanhub-mqtt-ingest",
+                                        daemon=True)
+        self._worker.start()
+        self._client.loop_start()
+        log.info("MQTT ingest from %s as %s", self.address.display(), self.client_id)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop taking messages, commit and acknowledge what is buffered, then disconnect.
+
+        Messages that arrive meanwhile stay unacknowledged in the broker's session, and so
+        does a batch that cannot be committed within ``timeout_s``: the next start gets them.
+        """
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout_s)
+            if self._worker.is_alive():
+                self._abandon.set()
+                self._worker.join(_RETRY_MAX_S)
+        if self._connected:
+            self._client.disconnect()
+            self._disconnected.wait(timeout_s)
+        self._client.loop_stop()
+        self._connected = False
+
+    def status(self) -> dict[str, Any]:
+        """Broker state for /health."""
+        state: dict[str, Any] = {"status": "up" if self._connected else "down",
+                                 "url": self.address.display(), "clientId": self.client_id,
+                                 "pending": len(self._buffer)}
+        if self._last_error and not self._connected:
+            state["error"] = self._last_error
+        return state
+
+    # --- paho callbacks (network thread) ---------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any,
+                    _properties: Any) -> None:
+        if reason.is_failure:
+            self._last_error = f"connection refused: {reason}"
+            return
+        self._generation = (self._generation + 1) & 0x7FFF
+        options = SubscribeOptions(qos=1)
+        client.subscribe([(f"{self.root}/devices/#", options),
+                          (f"{self.root}/ngsi-ld/#", options)])
+        self._connected = True
+        self._last_error = None
+        self.metrics.add("mqtt_connects")
+        log.info("MQTT connected (session present: %s)", flags.session_present)
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        self._last_error = f"cannot connect to {self.address.display()}"
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
+                       _properties: Any) -> None:
+        self._connected = False
+        self._disconnected.set()
+        if not self._stopping:
+            self._last_error = f"disconnected: {reason}"
+            log.warning("MQTT disconnected: %s", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = "<topic is not UTF-8>"
+        ack = (self._generation << 16 | msg.mid) if msg.qos else _NO_ACK
+        with self._cond:
+            while len(self._buffer) >= self.max_pending and not self._stopping:
+                self._cond.wait(0.5)
+            if self._stopping:
+                return  # left unacknowledged: the broker delivers it again after restart
+            if not self._buffer:
+                self._first_at = time.monotonic()
+            self._buffer.append((topic, msg.payload, time.time()))
+            self._acks.append(ack)
+            if len(self._buffer) >= self.batch_size:
+                self._cond.notify_all()
+
+    # --- worker thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    pending = len(self._buffer)
+                    if pending >= self.batch_size or (pending and (
+                            self._stopping
+                            or time.monotonic() - self._first_at >= self.flush_interval)):
+                        break
+                    if self._stopping:
+                        return
+                    wait = self.flush_interval if not pending else (
+                        self._first_at + self.flush_interval - time.monotonic())
+                    self._cond.wait(max(wait, 0.001))
+                messages = self._buffer[:self.batch_size]
+                acks = self._acks[:self.batch_size]
+                del self._buffer[:self.batch_size]
+                del self._acks[:self.batch_size]
+                self._first_at = time.monotonic()
+                self._cond.notify_all()
+            if not self._store(messages):
+                return  # abandoned at shutdown: unacknowledged, so redelivered later
+            self._acknowledge(acks)
+
+    def _store(self, messages: list[Message]) -> bool:
+        """Commit one batch, retrying until it is stored; False if abandoned at shutdown."""
+        delay = 0.1
+        attempts = 0
+        while True:
+            try:
+                if attempts >= 2 and self._database_up():
+                    self._store_one_by_one(messages)  # the batch itself is what fails
+                else:
+                    self._store_batch(messages)
+                return True
+            except Exception:  # the consumer must survive every failure; retried below
+                attempts += 1
+                self.metrics.add("mqtt_flush_errors")
+                log.exception("MQTT batch of %d messages not stored (attempt %d)",
+                              len(messages), attempts)
+            if self._abandon.wait(delay):
+                return False
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _store_batch(self, messages: list[Message]) -> None:
+        batch = self.mapper.mqtt_messages(messages, self.root)
+        report = self.pipeline.ingest(batch.readings, batch.rejected, batch.origins)
+        self.metrics.add("mqtt_messages", len(messages))
+        self.metrics.add("mqtt_dead_letters", len(report.rejected))
+
+    def _store_one_by_one(self, messages: list[Message]) -> None:
+        """Isolate the message that breaks its batch and dead-letter it with the error."""
+        for message in messages:
+            try:
+                self._store_batch([message])
+            except Exception as exc:  # this one message cannot be stored: dead-letter it
+                log.exception("MQTT message on %s cannot be stored", message[0])
+                self.pipeline.ingest([], [Rejected(f"could not be stored: {exc}", bytes(message[1]),
+                                                   "mqtt", message[0])])
+                self.metrics.add("mqtt_messages")
+                self.metrics.add("mqtt_dead_letters")
+
+    def _database_up(self) -> bool:
+        try:
+            with self.pipeline.store.read() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any failure means "not reachable" here
+            return False
+
+    def _acknowledge(self, acks: list[int]) -> None:
+        """Acknowledge committed messages received on the current connection.
+
+        Messages from an earlier connection are redelivered by the broker on reconnect,
+        and their packet ids may already name other messages, so they are not acknowledged.
+        """
+        generation = self._generation
+        ack = self._client.ack
+        for value in acks:
+            if value >= 0 and value >> 16 == generation:
+                ack(value & 0xFFFF, 1)
