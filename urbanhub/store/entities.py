@@ -346,14 +346,11 @@ class EntityStore:
     def apply_readings(self, conn: Connection, rows: Sequence[HistoryRow], now: datetime) -> int:
         """Store readings: history (idempotent), rollups, current state when newer.
 
-        Returns how many readings were new. The entities must exist.
+        Returns how many readings were new; only those can change the current state, so a
+        replay costs one pass over the staging table. The entities must exist, and every
+        reading carries its observation time in ``observed_at``.
         """
-        if not rows:
-            return 0
-        inserted = self.append_history(conn, rows, now)
-        self._upsert_current(conn, rows, only_newer=True)
-        self.touch(conn, {row.entity_id for row in rows}, now)
-        return inserted
+        return self.append_history(conn, rows, now, update_current=True) if rows else 0
 
     def _upsert_current(self, conn: Connection, rows: Sequence[HistoryRow],
                         only_newer: bool) -> None:
@@ -380,17 +377,22 @@ class EntityStore:
         for start in range(0, len(values), 5000):
             conn.execute(statement, values[start:start + 5000])
 
-    def append_history(self, conn: Connection, rows: Sequence[HistoryRow], now: datetime) -> int:
-        """Append instances to history once each and fold new numeric ones into rollups."""
+    def append_history(self, conn: Connection, rows: Sequence[HistoryRow], now: datetime, *,
+                       update_current: bool = False) -> int:
+        """Append instances to history once each and fold new numeric ones into rollups.
+
+        With ``update_current`` the new instances also replace the current state of their
+        attribute when they are newer, and their entities' modifiedAt moves to ``now``.
+        """
         if self.dialect == "postgresql":
-            return self._append_history_postgres(conn, rows, now)
-        return self._append_history_sqlite(conn, rows, now)
+            return self._append_history_postgres(conn, rows, now, update_current)
+        return self._append_history_sqlite(conn, rows, now, update_current)
 
     def _append_history_sqlite(self, conn: Connection, rows: Sequence[HistoryRow],
-                               now: datetime) -> int:
+                               now: datetime, update_current: bool) -> int:
         raw = conn.connection.driver_connection
         assert raw is not None
-        recorded = now.astimezone(UTC).strftime(_SQLITE_TIME)
+        stamp = now.astimezone(UTC).strftime(_SQLITE_TIME)
         cursor = raw.cursor()
         cursor.execute("CREATE TEMP TABLE IF NOT EXISTS stage_history (entity_id TEXT, name TEXT,"
                        " dataset_id TEXT, observed_at TEXT, value_num REAL, instance TEXT)")
@@ -411,7 +413,7 @@ class EntityStore:
         cursor.execute(
             "INSERT INTO history (entity_id, name, dataset_id, observed_at, value_num, instance,"
             " recorded_at) SELECT entity_id, name, dataset_id, observed_at, value_num, instance,"
-            " ? FROM stage_history", (recorded,))
+            " ? FROM stage_history", (stamp,))
         inserted = cursor.rowcount
         cursor.execute(
             "INSERT INTO rollup_hourly (entity_id, name, dataset_id, hour, n, total, total_sq,"
@@ -422,15 +424,41 @@ class EntityStore:
             " n = n + excluded.n, total = total + excluded.total,"
             " total_sq = total_sq + excluded.total_sq,"
             " minimum = min(minimum, excluded.minimum), maximum = max(maximum, excluded.maximum)")
+        if update_current and inserted:
+            # SQLite's bare-column rule: with max(), the other columns come from that row.
+            cursor.execute(
+                "INSERT INTO attributes (entity_id, name, dataset_id, instance, observed_at,"
+                " value_num) SELECT entity_id, name, dataset_id, instance, max(observed_at),"
+                " value_num FROM stage_history WHERE true GROUP BY entity_id, name, dataset_id"
+                " ON CONFLICT (entity_id, name, dataset_id) DO UPDATE SET"
+                " instance = excluded.instance, observed_at = excluded.observed_at,"
+                " value_num = excluded.value_num WHERE attributes.observed_at IS NULL OR"
+                " attributes.observed_at <= excluded.observed_at")
+            cursor.execute("UPDATE entities SET modified_at = ? WHERE id IN"
+                           " (SELECT DISTINCT entity_id FROM stage_history)", (stamp,))
         cursor.execute("DELETE FROM stage_history")
         cursor.close()
         return inserted
 
     def _append_history_postgres(self, conn: Connection, rows: Sequence[HistoryRow],
-                                 now: datetime) -> int:
+                                 now: datetime, update_current: bool) -> int:
         self._ensure_partitions(conn, rows)
         raw = conn.connection.driver_connection
         assert raw is not None
+        # One statement: new history rows (ON CONFLICT skips replays and in-batch
+        # duplicates), exactly those folded into the rollups, and, for readings, the newest
+        # of them made current state.
+        current = (
+            ", current AS (INSERT INTO attributes (entity_id, name, dataset_id, instance,"
+            " observed_at, value_num) SELECT DISTINCT ON (entity_id, name, dataset_id)"
+            " entity_id, name, dataset_id, instance, observed_at, value_num FROM fresh"
+            " ORDER BY entity_id, name, dataset_id, observed_at DESC"
+            " ON CONFLICT (entity_id, name, dataset_id) DO UPDATE SET"
+            " instance = excluded.instance, observed_at = excluded.observed_at,"
+            " value_num = excluded.value_num WHERE attributes.observed_at IS NULL OR"
+            " attributes.observed_at <= excluded.observed_at),"
+            " touched AS (UPDATE entities SET modified_at = %(now)s WHERE id IN"
+            " (SELECT entity_id FROM fresh))") if update_current else ""
         with raw.cursor() as cursor:
             cursor.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS stage_history (entity_id text, name text,"
@@ -442,10 +470,10 @@ class EntityStore:
                                     r.value_num, orjson.dumps(r.instance).decode()))
             cursor.execute(
                 "WITH fresh AS (INSERT INTO history (entity_id, name, dataset_id, observed_at,"
-                " value_num, instance, recorded_at) SELECT DISTINCT ON (entity_id, name,"
-                " dataset_id, observed_at) entity_id, name, dataset_id, observed_at, value_num,"
-                " instance, %s FROM stage_history ON CONFLICT DO NOTHING RETURNING entity_id, name,"
-                " dataset_id, observed_at, value_num), rolled AS (INSERT INTO rollup_hourly"
+                " value_num, instance, recorded_at) SELECT entity_id, name, dataset_id,"
+                " observed_at, value_num, instance, %(now)s FROM stage_history"
+                " ON CONFLICT DO NOTHING RETURNING entity_id, name, dataset_id, observed_at,"
+                " value_num, instance), rolled AS (INSERT INTO rollup_hourly"
                 " (entity_id, name, dataset_id, hour, n, total, total_sq, minimum, maximum)"
                 " SELECT entity_id, name, dataset_id, date_trunc('hour', observed_at), count(*),"
                 " sum(value_num), sum(value_num * value_num), min(value_num), max(value_num)"
@@ -454,8 +482,8 @@ class EntityStore:
                 " n = rollup_hourly.n + excluded.n, total = rollup_hourly.total + excluded.total,"
                 " total_sq = rollup_hourly.total_sq + excluded.total_sq,"
                 " minimum = least(rollup_hourly.minimum, excluded.minimum),"
-                " maximum = greatest(rollup_hourly.maximum, excluded.maximum))"
-                " SELECT count(*) FROM fresh", (now,))
+                " maximum = greatest(rollup_hourly.maximum, excluded.maximum))" + current +
+                " SELECT count(*) FROM fresh", {"now": now})
             found = cursor.fetchone()
             cursor.execute("TRUNCATE stage_history")
         return int(found[0]) if found else 0
