@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import csv
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
 import uvicorn
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
 from urbanhub.config import get_settings
+
+if TYPE_CHECKING:
+    from urbanhub.ingest.importer import CsvMapping, ImportReport
 
 app = typer.Typer(help="Urbanhub: urban data platform with governance on the data path.",
                   no_args_is_help=True)
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
+output = Console()
 
 
 @app.command()
@@ -38,6 +55,169 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     upgrade(engine, revision)
     after = current_revision(engine)
     console.print(f"database {_redacted(settings.database_url)}: {before or 'empty'} -> {after}")
+
+
+@app.command()
+def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+         port: int = typer.Option(8000, help="TCP port to listen on."),
+         seed: int = typer.Option(42, help="Seed of the simulation (same seed, same city)."),
+         sensors: int = typer.Option(48, min=6, help="Number of sensors (six types in turn)."),
+         backfill_hours: float = typer.Option(24.0, min=0,
+                                              help="Hours of history to send before going live."),
+         interval: float = typer.Option(5.0, min=1.0,
+                                        help="Seconds between live readings.")) -> None:
+    """Run the hub with the demo city: districts, sensors, history and live readings."""
+    from urbanhub.sim.demo import DemoError, DemoOptions, run_demo
+
+    settings = get_settings()
+    if "URBANHUB_MQTT_URL" not in os.environ:
+        settings = settings.model_copy(update={"mqtt_url": None})  # the demo needs no broker
+    console.print(f"database: {_redacted(settings.database_url)}")
+    options = DemoOptions(host=host, port=port, seed=seed, sensors=sensors,
+                          backfill_hours=backfill_hours, interval=interval)
+    try:
+        report = run_demo(settings, options, console)
+    except DemoError as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"stopped after {report.messages} live messages "
+                  f"({report.stored} readings stored, {report.rejected} rejected)")
+
+
+@app.command("import")
+def import_files(
+        files: list[Path] = typer.Argument(..., help="Files (.json, .jsonl, .geojson, .csv, "
+                                                     ".csv.gz) or folders of them."),
+        format_: str | None = typer.Option(None, "--format",
+                                           help="csv, geojson or ngsild (default: by name)."),
+        preset: str | None = typer.Option(None, help="Ready CSV mapping: beijing-prsa."),
+        entity_type: str | None = typer.Option(None, "--type",
+                                               help="Entity type of CSV rows or features."),
+        id_column: str | None = typer.Option(None, help="CSV column holding the entity id."),
+        id_template: str | None = typer.Option(
+            None, help="Entity id from CSV columns, e.g. urn:ngsi-ld:Sensor:{station}."),
+        id_property: str | None = typer.Option(None, help="GeoJSON property with the id."),
+        time_column: str | None = typer.Option(None, help="CSV column with ISO 8601 times."),
+        time_parts: str | None = typer.Option(
+            None, help="CSV columns for year,month,day,hour (instead of --time-column)."),
+        tz: str = typer.Option("UTC", "--timezone",
+                               help="Zone of times without offset: UTC, +08:00, Europe/Madrid."),
+        attr: list[str] = typer.Option([], "--attr",
+                                       help="COLUMN=name[:unitCode], once per attribute."),
+        context: str | None = typer.Option(None, help="@context URL for names and types."),
+        since: str | None = typer.Option(None, help="Only CSV rows at or after this time."),
+        until: str | None = typer.Option(None, help="Only CSV rows before this time."),
+        batch_size: int = typer.Option(5000, min=1, help="Readings per ingest batch.")) -> None:
+    """Import NGSI-LD, GeoJSON or CSV time-series files, with a progress bar and summary."""
+    from urbanhub.hub.runtime import Hub
+    from urbanhub.ingest.importer import (
+        ImportFailed,
+        ImportOptions,
+        ImportReport,
+        import_file,
+        iter_paths,
+    )
+    from urbanhub.model.errors import UrbanhubError
+
+    try:
+        options = ImportOptions(format=format_, entity_type=entity_type, id_property=id_property,
+                                context=context, batch_size=batch_size,
+                                mapping=_csv_mapping(preset, entity_type, id_column, id_template,
+                                                     time_column, time_parts, tz, attr, context,
+                                                     since, until))
+    except ImportFailed as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(2) from exc
+    paths = list(iter_paths(files))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        console.print(f"[red]not found:[/] {', '.join(missing)}")
+        raise typer.Exit(2)
+    settings = get_settings()
+    hub = Hub(settings)
+    failed = 0
+    table = Table(title="import summary")
+    for column in ("file", "rows", "entities", "readings stored", "duplicates", "missing",
+                   "skipped", "rejected"):
+        table.add_column(column, justify="left" if column == "file" else "right")
+    total = ImportReport()
+    try:
+        hub.upgrade_schema()
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task("import", total=sum(p.stat().st_size for p in paths))
+            for path in paths:
+                progress.update(task, description=path.name)
+                try:
+                    report = import_file(hub, path, options,
+                                         lambda n: progress.advance(task, n))
+                except UrbanhubError as exc:
+                    failed += 1
+                    console.print(f"[red]{path.name}:[/] {exc.detail}")
+                    continue
+                except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                    failed += 1
+                    console.print(f"[red]{path.name}: cannot read it:[/] {exc}")
+                    continue
+                total.add(report)
+                table.add_row(path.name, *_figures(report))
+    finally:
+        hub.close()
+    if len(paths) > 1:
+        table.add_row("[bold]total[/]", *_figures(total))
+    output.print(table)
+    for reason in total.errors:
+        output.print(f"  rejected: {reason}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _figures(report: ImportReport) -> list[str]:
+    return [f"{n:,}" for n in (report.rows, report.entities, report.stored, report.duplicates,
+                              report.missing, report.skipped, report.rejected)]
+
+
+def _csv_mapping(preset: str | None, entity_type: str | None, id_column: str | None,
+                 id_template: str | None, time_column: str | None, time_parts: str | None,
+                 tz: str, attrs: list[str], context: str | None, since: str | None,
+                 until: str | None) -> CsvMapping | None:
+    """The CSV mapping the options describe, or None when they describe none."""
+    from urbanhub.ingest.importer import (
+        PRESETS,
+        CsvMapping,
+        ImportFailed,
+        parse_attr_option,
+        parse_bound,
+        parse_timezone,
+    )
+
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ImportFailed(f"Unknown preset {preset!r}; known: {', '.join(PRESETS)}.")
+        if attrs or id_column or id_template or time_column or time_parts:
+            raise ImportFailed("--preset fixes the mapping: leave out --attr, --id-* and "
+                               "time column options.")
+        mapping = PRESETS[preset]()
+    elif attrs:
+        parts: tuple[str, str, str, str] | None = None
+        if time_parts:
+            columns = [p.strip() for p in time_parts.split(",")]
+            if len(columns) != 4:
+                raise ImportFailed("--time-parts takes four columns: year,month,day,hour.")
+            parts = (columns[0], columns[1], columns[2], columns[3])
+        if not entity_type:
+            raise ImportFailed("A CSV mapping needs --type.")
+        mapping = CsvMapping(entity_type=entity_type,
+                             attributes=[parse_attr_option(a) for a in attrs],
+                             id_column=id_column, id_template=id_template,
+                             time_column=time_column,
+                             time_parts=parts,
+                             timezone=parse_timezone(tz), context=context)
+    else:
+        return None
+    mapping.since = parse_bound(since, mapping.timezone) if since else None
+    mapping.until = parse_bound(until, mapping.timezone) if until else None
+    return mapping
 
 
 def _redacted(url: str) -> str:

@@ -1,0 +1,1 @@
+"""Demo city: districts, Smart Data Model sensors, realistic daily patterns, streaming."""
