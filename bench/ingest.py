@@ -1,0 +1,391 @@
+"""Ingest and query benchmark: Urbanhub beside raw baselines measured in the same run.
+
+Prints, per backend: readings/s through HTTP batch ingest next to a raw bulk insert of the
+same rows into a bare indexed table (PostgreSQL COPY, SQLite executemany); MQTT messages/s
+through the hub next to a bare paho subscriber that only counts, fed by the same publisher;
+the median latency of GET one entity; a q-query over 10,000 entities; and (PostgreSQL) the
+hourly average per sensor over one day with 10 million history rows.
+
+Usage: .venv/bin/python bench/ingest.py [--backend sqlite|postgres|both] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+
+ENV_CONTEXT = ("https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/"
+               "master/context.jsonld")
+LINK = {"Link": f'<{ENV_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; '
+                'type="application/ld+json"'}
+PG_ADMIN = os.environ.get("URBANHUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+ATTRS = ("pm25", "pm10", "no2", "o3")
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def hub_server(database_url: str, topic_root: str) -> Iterator[str]:
+    """`urbanhub serve` in a subprocess; yields its base URL once /health answers."""
+    port = free_port()
+    env = dict(os.environ, URBANHUB_DATABASE_URL=database_url,
+               URBANHUB_MQTT_URL="mqtt://127.0.0.1:1883", URBANHUB_MQTT_TOPIC_ROOT=topic_root,
+               URBANHUB_MQTT_CLIENT_ID=f"bench-{topic_root}", URBANHUB_LOG_FORMAT="json",
+               URBANHUB_LOG_LEVEL="WARNING")
+    process = subprocess.Popen([sys.executable, "-m", "urbanhub.cli", "serve", "--port",
+                                str(port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the hub did not start")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    name = f"urbanhub_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def provision(client: httpx.Client, devices: int) -> list[str]:
+    ids = [f"bench-{i:05d}" for i in range(devices)]
+    for number, device_id in enumerate(ids):
+        point = {"type": "Point", "coordinates": [116.3 + number % 100 / 1000, 39.9]}
+        response = client.post("/ingest/v1/devices", json={
+            "deviceId": device_id, "entityId": f"urn:ngsi-ld:AirQualityObserved:{device_id}",
+            "entityType": "AirQualityObserved", "@context": ENV_CONTEXT, "transport": "MQTT",
+            "attributes": [{"object_id": a, "name": a, "type": "Property", "unitCode": "GQ"}
+                           for a in ATTRS],
+            "staticAttributes": {"location": {"type": "GeoProperty", "value": point}}})
+        if response.status_code not in (201, 409):
+            raise RuntimeError(f"provisioning failed: {response.status_code} {response.text}")
+    return ids
+
+
+def measurement_batches(devices: list[str], readings: int, batch_readings: int) -> list[bytes]:
+    """Pre-serialised request bodies: each measurement carries one value per attribute."""
+    per_message = len(ATTRS)
+    messages = readings // per_message
+    bodies: list[bytes] = []
+    batch: list[dict[str, object]] = []
+    for n in range(messages):
+        device = devices[n % len(devices)]
+        moment = START + timedelta(seconds=60 * (n // len(devices)))
+        batch.append({"deviceId": device, "observedAt": moment.isoformat().replace(
+            "+00:00", "Z"), **{a: float((n * 7 + i) % 500) / 3 for i, a in enumerate(ATTRS)}})
+        if len(batch) * per_message >= batch_readings:
+            bodies.append(orjson.dumps(batch))
+            batch = []
+    if batch:
+        bodies.append(orjson.dumps(batch))
+    return bodies
+
+
+def http_ingest_rate(client: httpx.Client, bodies: list[bytes]) -> tuple[float, int]:
+    stored = 0
+    started = time.perf_counter()
+    for body in bodies:
+        response = client.post("/ingest/v1/readings", content=body,
+                               headers={"Content-Type": "application/json"}, timeout=120)
+        response.raise_for_status()
+        stored += int(response.json()["stored"])
+    return stored / (time.perf_counter() - started), stored
+
+
+def raw_rows(bodies: list[bytes]) -> list[tuple[str, str, datetime, float]]:
+    rows = []
+    for body in bodies:
+        for message in orjson.loads(body):
+            moment = datetime.fromisoformat(message["observedAt"].replace("Z", "+00:00"))
+            rows.extend((message["deviceId"], a, moment, message[a]) for a in ATTRS)
+    return rows
+
+
+def raw_copy_rate(database_url: str, rows: list[tuple[str, str, datetime, float]]) -> float:
+    """PostgreSQL COPY into a bare table with a (sensor, attribute, time) index."""
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE raw_readings (sensor text, attr text, t timestamptz,"
+                     " v float8)")
+        conn.execute("CREATE INDEX ON raw_readings (sensor, attr, t)")
+        conn.commit()
+        started = time.perf_counter()
+        for start in range(0, len(rows), 10_000):
+            with conn.cursor() as cursor, cursor.copy(
+                    "COPY raw_readings FROM STDIN") as copy:
+                for row in rows[start:start + 10_000]:
+                    copy.write_row(row)
+            conn.commit()
+        return len(rows) / (time.perf_counter() - started)
+
+
+def raw_sqlite_rate(path: Path, rows: list[tuple[str, str, datetime, float]]) -> float:
+    """SQLite executemany into a bare table with the same index, same batch size."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE raw_readings (sensor TEXT, attr TEXT, t TEXT, v REAL)")
+    conn.execute("CREATE INDEX ix_raw ON raw_readings (sensor, attr, t)")
+    text_rows = [(s, a, t.isoformat(), v) for s, a, t, v in rows]
+    started = time.perf_counter()
+    for start in range(0, len(text_rows), 10_000):
+        with conn:
+            conn.executemany("INSERT INTO raw_readings VALUES (?, ?, ?, ?)",
+                             text_rows[start:start + 10_000])
+    rate = len(rows) / (time.perf_counter() - started)
+    conn.close()
+    return rate
+
+
+def publish(topic_of: list[str], payloads: list[bytes], qos: int) -> float:
+    """Publish every payload from one paho client; returns the publishing time."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex}")
+    client.max_queued_messages_set(0)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    started = time.perf_counter()
+    pending = []
+    for topic, payload in zip(topic_of, payloads, strict=True):
+        info = client.publish(topic, payload, qos=qos)
+        if qos:
+            pending.append(info)
+            if len(pending) >= 1000:
+                for item in pending:
+                    item.wait_for_publish(30)
+                pending.clear()
+    for item in pending:
+        item.wait_for_publish(30)
+    elapsed = time.perf_counter() - started
+    client.loop_stop()
+    client.disconnect()
+    return elapsed
+
+
+def mqtt_messages(root: str, devices: list[str], count: int, offset_minutes: int,
+                  ) -> tuple[list[str], list[bytes]]:
+    topics, payloads = [], []
+    for n in range(count):
+        device = devices[n % len(devices)]
+        moment = START + timedelta(minutes=offset_minutes, seconds=n // len(devices))
+        topics.append(f"{root}/devices/{device}/attrs")
+        payloads.append(orjson.dumps({"pm25": n % 300, "observedAt": moment.isoformat()}))
+    return topics, payloads
+
+
+def bare_subscriber_rate(root: str, topics: list[str], payloads: list[bytes], qos: int) -> float:
+    """A paho subscriber that only counts: the ceiling for any Python MQTT consumer."""
+    received = 0
+    first = last = 0.0
+    done = threading.Event()
+
+    def on_message(_c: object, _u: object, _m: object) -> None:
+        nonlocal received, first, last
+        if received == 0:
+            first = time.perf_counter()
+        received += 1
+        last = time.perf_counter()
+        if received >= len(payloads):
+            done.set()
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bare-{uuid.uuid4().hex}")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", 1883)
+    sub.subscribe(f"{root}/#", qos=qos)
+    sub.loop_start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    publish(topics, payloads, qos)
+    done.wait(120)
+    sub.loop_stop()
+    sub.disconnect()
+    return received / (last - started) if received else 0.0
+
+
+def stored_counter(client: httpx.Client) -> int:
+    return int(client.get("/health").json().get("ingest", {}).get("readings_stored", 0))
+
+
+def hub_mqtt_rate(client: httpx.Client, topics: list[str], payloads: list[bytes],
+                  qos: int) -> float:
+    before = stored_counter(client)
+    started = time.perf_counter()
+    publish(topics, payloads, qos)
+    deadline = time.perf_counter() + 300
+    while stored_counter(client) - before < len(payloads) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    stored = stored_counter(client) - before
+    return stored / (time.perf_counter() - started)
+
+
+def median_ms(call: object, repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()  # type: ignore[operator]
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def create_query_entities(client: httpx.Client, count: int) -> None:
+    batch = []
+    for i in range(count):
+        batch.append({"id": f"urn:ngsi-ld:BenchSensor:{i:06d}", "type": "BenchSensor",
+                      "temperature": {"type": "Property", "value": i % 40},
+                      "status": {"type": "Property", "value": "ok" if i % 10 else "fault"}})
+        if len(batch) == 500:
+            client.post("/ngsi-ld/v1/entityOperations/upsert", json=batch).raise_for_status()
+            batch = []
+    if batch:
+        client.post("/ngsi-ld/v1/entityOperations/upsert", json=batch).raise_for_status()
+
+
+def load_history(database_url: str, sensors: int, rows: int) -> float:
+    """Fill history and its hourly rollups with ``rows`` readings by SQL (fast to set up)."""
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    per_sensor = rows // sensors
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        for month in range(3):
+            day = START + timedelta(days=31 * month)
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS history_y{day.year:04d}m{day.month:02d} PARTITION OF"
+                f" history FOR VALUES FROM ('{day:%Y-%m}-01') TO ('"
+                f"{(day.replace(day=28) + timedelta(days=4)).replace(day=1):%Y-%m-%d}')")
+        conn.execute(
+            "INSERT INTO history (entity_id, name, dataset_id, observed_at, value_num, instance,"
+            " recorded_at) SELECT 'urn:ngsi-ld:BenchSensor:' || lpad(s::text, 6, '0'),"
+            " 'https://uri.etsi.org/ngsi-ld/default-context/temperature', '',"
+            " %s::timestamptz + make_interval(mins => m * 10), (s + m) %% 40,"
+            " '{\"type\":\"Property\",\"value\":' || ((s + m) %% 40) || '}', now()"
+            " FROM generate_series(0, %s) s, generate_series(0, %s) m",
+            (START, sensors - 1, per_sensor - 1))
+        conn.execute(
+            "INSERT INTO rollup_hourly SELECT entity_id, name, dataset_id,"
+            " date_trunc('hour', observed_at), count(*), sum(value_num),"
+            " sum(value_num * value_num), min(value_num), max(value_num) FROM history WHERE"
+            " value_num IS NOT NULL"
+            " GROUP BY 1, 2, 3, 4 ON CONFLICT DO NOTHING")
+        conn.execute("ANALYZE")
+    return time.perf_counter() - started
+
+
+def hourly_day_aggregate(client: httpx.Client, sensors: int) -> float:
+    """Hourly average per sensor over one day, every sensor, through the temporal API."""
+    day = START + timedelta(days=10)
+    started = time.perf_counter()
+    seen = 0
+    for offset in range(0, sensors, 1000):
+        response = client.get("/ngsi-ld/v1/temporal/entities", params={
+            "type": "BenchSensor", "attrs": "temperature", "timerel": "between",
+            "timeAt": day.isoformat(), "endTimeAt": (day + timedelta(days=1)).isoformat(),
+            "aggrMethods": "avg", "aggrPeriodDuration": "PT1H", "options": "aggregatedValues",
+            "limit": 1000, "offset": offset}, timeout=120)
+        response.raise_for_status()
+        seen += len(response.json())
+    elapsed = time.perf_counter() - started
+    if seen != sensors:
+        raise RuntimeError(f"aggregate returned {seen} sensors, expected {sensors}")
+    return elapsed
+
+
+def run_backend(backend: str, quick: bool) -> None:
+    readings = 40_000 if quick else 400_000
+    mqtt_count = 5_000 if quick else 50_000
+    query_entities = 2_000 if quick else 10_000
+    history_rows = 200_000 if quick else 10_000_000
+    root = f"bench{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp, (
+            postgres_database() if backend == "postgres" else _nothing(
+                f"sqlite:///{Path(tmp) / 'hub.db'}")) as database_url:
+        print(f"\n== {backend} ==", flush=True)
+        with hub_server(database_url, root) as base, httpx.Client(base_url=base,
+                                                                  timeout=60) as client:
+            devices = provision(client, 1000)
+            bodies = measurement_batches(devices, readings, 20_000)
+            rate, stored = http_ingest_rate(client, bodies)
+            rows = raw_rows(bodies)
+            baseline = (raw_copy_rate(database_url, rows) if backend == "postgres"
+                        else raw_sqlite_rate(Path(tmp) / "raw.db", rows))
+            label = "COPY" if backend == "postgres" else "executemany"
+            print(f"HTTP batch ingest   {rate:>10,.0f} readings/s  ({stored:,} stored)   raw "
+                  f"{label} {baseline:>10,.0f} rows/s   ratio {rate / baseline:.2f}", flush=True)
+            for qos in (0, 1):
+                topics, payloads = mqtt_messages(root, devices, mqtt_count, 60 * 24 * (qos + 1))
+                bare = bare_subscriber_rate(f"{root}x", [t.replace(root, f"{root}x", 1)
+                                                         for t in topics], payloads, qos)
+                hub = hub_mqtt_rate(client, topics, payloads, qos)
+                print(f"MQTT QoS {qos} ingest     {hub:>10,.0f} msgs/s    bare paho subscriber "
+                      f"{bare:>10,.0f} msgs/s   ratio {hub / bare:.2f}", flush=True)
+            entity = f"/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:{devices[0]}"
+            print(f"GET one entity      median {median_ms(lambda: client.get(entity), 300):.2f}"
+                  " ms", flush=True)
+            create_query_entities(client, query_entities)
+            params = {"type": "BenchSensor", "q": "temperature>=20;status==\"ok\"",
+                      "count": "true", "limit": 100}
+            print(f"q over {query_entities:,} entities  median "
+                  f"{median_ms(lambda: client.get('/ngsi-ld/v1/entities', params=params), 20):.1f}"
+                  " ms (first page of 100 + count)", flush=True)
+            if backend == "postgres":
+                seconds = load_history(database_url, query_entities, history_rows)
+                print(f"loaded {history_rows:,} history rows in {seconds:.0f} s", flush=True)
+                took = hourly_day_aggregate(client, query_entities)
+                print(f"hourly avg per sensor, one day, {query_entities:,} sensors over "
+                      f"{history_rows:,} rows: {took * 1000:.0f} ms", flush=True)
+
+
+@contextmanager
+def _nothing(value: str) -> Iterator[str]:
+    yield value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    args = parser.parse_args()
+    for backend in ("sqlite", "postgres") if args.backend == "both" else (args.backend,):
+        run_backend(backend, args.quick)
+
+
+if __name__ == "__main__":
+    main()
