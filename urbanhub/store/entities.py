@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import (
     Boolean,
     Connection,
@@ -442,9 +443,34 @@ class EntityStore:
 
     def _append_history_postgres(self, conn: Connection, rows: Sequence[HistoryRow],
                                  now: datetime, update_current: bool) -> int:
+        """COPY straight into history when the batch is all new (the common case).
+
+        A replayed or duplicated reading makes that COPY fail on the primary key; the
+        batch then takes the exact path through a staging table (``_merge_history``).
+        """
         self._ensure_partitions(conn, rows)
         raw = conn.connection.driver_connection
         assert raw is not None
+        payloads = [orjson.dumps(r.instance).decode() for r in rows]
+        with raw.cursor() as cursor:
+            cursor.execute("SAVEPOINT history_copy")
+            try:
+                with cursor.copy("COPY history (entity_id, name, dataset_id, observed_at,"
+                                 " value_num, instance, recorded_at) FROM STDIN") as copy:
+                    for r, payload in zip(rows, payloads, strict=True):
+                        copy.write_row((r.entity_id, r.name, r.dataset_id, r.observed_at,
+                                        r.value_num, payload, now))
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT history_copy")
+                return self._merge_history(raw, rows, payloads, now, update_current)
+            cursor.execute("RELEASE SAVEPOINT history_copy")
+            _fold_rollups(cursor, rows)
+            if update_current:
+                _set_current(cursor, rows, payloads, now)
+        return len(rows)
+
+    def _merge_history(self, raw: Any, rows: Sequence[HistoryRow], payloads: list[str],
+                       now: datetime, update_current: bool) -> int:
         # One statement: new history rows (ON CONFLICT skips replays and in-batch
         # duplicates), exactly those folded into the rollups, and, for readings, the newest
         # of them made current state.
@@ -465,9 +491,9 @@ class EntityStore:
                 " dataset_id text, observed_at timestamptz, value_num float8, instance text)"
                 " ON COMMIT DELETE ROWS")
             with cursor.copy("COPY stage_history FROM STDIN") as copy:
-                for r in rows:
+                for r, payload in zip(rows, payloads, strict=True):
                     copy.write_row((r.entity_id, r.name, r.dataset_id, r.observed_at,
-                                    r.value_num, orjson.dumps(r.instance).decode()))
+                                    r.value_num, payload))
             cursor.execute(
                 "WITH fresh AS (INSERT INTO history (entity_id, name, dataset_id, observed_at,"
                 " value_num, instance, recorded_at) SELECT entity_id, name, dataset_id,"
@@ -545,6 +571,66 @@ class EntityStore:
             "UPDATE entities SET geom = CASE WHEN %(g)s::text IS NULL THEN NULL ELSE"
             " ST_SetSRID(ST_GeomFromGeoJSON(%(g)s::text), 4326) END WHERE id = %(id)s",
             {"g": geojson, "id": entity["id"]})
+
+
+def _fold_rollups(cursor: Any, rows: Sequence[HistoryRow]) -> None:
+    """Add a batch known to be new to the hourly rollups (aggregated here, one statement)."""
+    hours: dict[tuple[str, str, str, datetime], list[float]] = {}
+    for r in rows:
+        value = r.value_num
+        if value is None:
+            continue
+        key = (r.entity_id, r.name, r.dataset_id,
+               r.observed_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0))
+        stats = hours.get(key)
+        if stats is None:
+            hours[key] = [1, value, value * value, value, value]
+        else:
+            stats[0] += 1
+            stats[1] += value
+            stats[2] += value * value
+            stats[3] = min(stats[3], value)
+            stats[4] = max(stats[4], value)
+    if not hours:
+        return
+    keys = list(hours)
+    totals = list(hours.values())
+    cursor.execute(
+        "INSERT INTO rollup_hourly (entity_id, name, dataset_id, hour, n, total, total_sq,"
+        " minimum, maximum) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],"
+        " %s::timestamptz[], %s::int[], %s::float8[], %s::float8[], %s::float8[],"
+        " %s::float8[]) ON CONFLICT (entity_id, name, dataset_id, hour) DO UPDATE SET"
+        " n = rollup_hourly.n + excluded.n, total = rollup_hourly.total + excluded.total,"
+        " total_sq = rollup_hourly.total_sq + excluded.total_sq,"
+        " minimum = least(rollup_hourly.minimum, excluded.minimum),"
+        " maximum = greatest(rollup_hourly.maximum, excluded.maximum)",
+        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+         [k[3] for k in keys], [int(v[0]) for v in totals], [v[1] for v in totals],
+         [v[2] for v in totals], [v[3] for v in totals], [v[4] for v in totals]])
+
+
+def _set_current(cursor: Any, rows: Sequence[HistoryRow], payloads: list[str],
+                 now: datetime) -> None:
+    """Make the newest reading of each attribute in a batch its current state, if newer."""
+    latest: dict[tuple[str, str, str], int] = {}
+    for index, r in enumerate(rows):
+        key = (r.entity_id, r.name, r.dataset_id)
+        seen = latest.get(key)
+        if seen is None or rows[seen].observed_at <= r.observed_at:
+            latest[key] = index
+    picked = [rows[i] for i in latest.values()]
+    cursor.execute(
+        "INSERT INTO attributes (entity_id, name, dataset_id, instance, observed_at, value_num)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::timestamptz[], %s::float8[]) ON CONFLICT (entity_id, name, dataset_id)"
+        " DO UPDATE SET instance = excluded.instance, observed_at = excluded.observed_at,"
+        " value_num = excluded.value_num WHERE attributes.observed_at IS NULL OR"
+        " attributes.observed_at <= excluded.observed_at",
+        [[r.entity_id for r in picked], [r.name for r in picked],
+         [r.dataset_id for r in picked], [payloads[i] for i in latest.values()],
+         [r.observed_at for r in picked], [r.value_num for r in picked]])
+    cursor.execute("UPDATE entities SET modified_at = %s WHERE id = ANY(%s)",
+                   [now, list({r.entity_id for r in picked})])
 
 
 def _register_regexp(dbapi_connection: Any, _record: Any) -> None:
