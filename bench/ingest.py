@@ -38,6 +38,7 @@ LINK = {"Link": f'<{ENV_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; '
                 'type="application/ld+json"'}
 PG_ADMIN = os.environ.get("URBANHUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ATTRS = ("pm25", "pm10", "no2", "o3")
+SDM_ENV = "https://smartdatamodels.org/dataModel.Environment/"
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -132,11 +133,14 @@ def http_ingest_rate(client: httpx.Client, bodies: list[bytes]) -> tuple[float, 
 
 
 def raw_rows(bodies: list[bytes]) -> list[tuple[str, str, datetime, float]]:
+    """The same readings as rows of an equivalent bare table: entity URN, attribute IRI,
+    time, value (what the hub keys history by)."""
     rows = []
     for body in bodies:
         for message in orjson.loads(body):
             moment = datetime.fromisoformat(message["observedAt"].replace("Z", "+00:00"))
-            rows.extend((message["deviceId"], a, moment, message[a]) for a in ATTRS)
+            entity = f"urn:ngsi-ld:AirQualityObserved:{message['deviceId']}"
+            rows.extend((entity, SDM_ENV + a, moment, message[a]) for a in ATTRS)
     return rows
 
 

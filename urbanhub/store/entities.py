@@ -597,9 +597,9 @@ def _fold_rollups(cursor: Any, rows: Sequence[HistoryRow]) -> None:
     totals = list(hours.values())
     cursor.execute(
         "INSERT INTO rollup_hourly (entity_id, name, dataset_id, hour, n, total, total_sq,"
-        " minimum, maximum) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],"
-        " %s::timestamptz[], %s::int[], %s::float8[], %s::float8[], %s::float8[],"
-        " %s::float8[]) ON CONFLICT (entity_id, name, dataset_id, hour) DO UPDATE SET"
+        " minimum, maximum) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[],"
+        " %b::timestamptz[], %b::int[], %b::float8[], %b::float8[], %b::float8[],"
+        " %b::float8[]) ON CONFLICT (entity_id, name, dataset_id, hour) DO UPDATE SET"
         " n = rollup_hourly.n + excluded.n, total = rollup_hourly.total + excluded.total,"
         " total_sq = rollup_hourly.total_sq + excluded.total_sq,"
         " minimum = least(rollup_hourly.minimum, excluded.minimum),"
@@ -621,15 +621,15 @@ def _set_current(cursor: Any, rows: Sequence[HistoryRow], payloads: list[str],
     picked = [rows[i] for i in latest.values()]
     cursor.execute(
         "INSERT INTO attributes (entity_id, name, dataset_id, instance, observed_at, value_num)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
-        " %s::timestamptz[], %s::float8[]) ON CONFLICT (entity_id, name, dataset_id)"
+        " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[],"
+        " %b::timestamptz[], %b::float8[]) ON CONFLICT (entity_id, name, dataset_id)"
         " DO UPDATE SET instance = excluded.instance, observed_at = excluded.observed_at,"
         " value_num = excluded.value_num WHERE attributes.observed_at IS NULL OR"
         " attributes.observed_at <= excluded.observed_at",
         [[r.entity_id for r in picked], [r.name for r in picked],
          [r.dataset_id for r in picked], [payloads[i] for i in latest.values()],
          [r.observed_at for r in picked], [r.value_num for r in picked]])
-    cursor.execute("UPDATE entities SET modified_at = %s WHERE id = ANY(%s)",
+    cursor.execute("UPDATE entities SET modified_at = %b WHERE id = ANY(%b)",
                    [now, list({r.entity_id for r in picked})])
 
 
