@@ -452,14 +452,15 @@ class EntityStore:
         raw = conn.connection.driver_connection
         assert raw is not None
         payloads = [orjson.dumps(r.instance).decode() for r in rows]
+        recorded = f"\t{now.isoformat()}\n"
         with raw.cursor() as cursor:
             cursor.execute("SAVEPOINT history_copy")
             try:
                 with cursor.copy("COPY history (entity_id, name, dataset_id, observed_at,"
                                  " value_num, instance, recorded_at) FROM STDIN") as copy:
-                    for r, payload in zip(rows, payloads, strict=True):
-                        copy.write_row((r.entity_id, r.name, r.dataset_id, r.observed_at,
-                                        r.value_num, payload, now))
+                    copy.write("".join(
+                        _copy_line(r, payload, recorded)
+                        for r, payload in zip(rows, payloads, strict=True)))
             except psycopg.errors.UniqueViolation:
                 cursor.execute("ROLLBACK TO SAVEPOINT history_copy")
                 return self._merge_history(raw, rows, payloads, now, update_current)
@@ -491,9 +492,8 @@ class EntityStore:
                 " dataset_id text, observed_at timestamptz, value_num float8, instance text)"
                 " ON COMMIT DELETE ROWS")
             with cursor.copy("COPY stage_history FROM STDIN") as copy:
-                for r, payload in zip(rows, payloads, strict=True):
-                    copy.write_row((r.entity_id, r.name, r.dataset_id, r.observed_at,
-                                    r.value_num, payload))
+                copy.write("".join(_copy_line(r, payload)
+                                   for r, payload in zip(rows, payloads, strict=True)))
             cursor.execute(
                 "WITH fresh AS (INSERT INTO history (entity_id, name, dataset_id, observed_at,"
                 " value_num, instance, recorded_at) SELECT entity_id, name, dataset_id,"
@@ -571,6 +571,23 @@ class EntityStore:
             "UPDATE entities SET geom = CASE WHEN %(g)s::text IS NULL THEN NULL ELSE"
             " ST_SetSRID(ST_GeomFromGeoJSON(%(g)s::text), 4326) END WHERE id = %(id)s",
             {"g": geojson, "id": entity["id"]})
+
+
+def _copy_text(value: str) -> str:
+    """Escape a value for COPY's text format (backslash, tab, newline, carriage return)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return (value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+                .replace("\r", "\\r"))
+    return value
+
+
+def _copy_line(r: HistoryRow, payload: str, end: str = "\n") -> str:
+    """One staged reading in COPY text format; written by hand because psycopg's
+    ``write_row`` costs about three times as much per row on this hot path."""
+    value = "\\N" if r.value_num is None else repr(r.value_num)
+    return (f"{_copy_text(r.entity_id)}\t{_copy_text(r.name)}\t{_copy_text(r.dataset_id)}\t"
+            f"{r.observed_at.isoformat()}\t{value}\t"
+            f"{_copy_text(payload)}{end}")
 
 
 def _fold_rollups(cursor: Any, rows: Sequence[HistoryRow]) -> None:
