@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from urbanhub.config import get_settings
+from urbanhub.logs import configure_logging
 
 if TYPE_CHECKING:
     from urbanhub.ingest.importer import CsvMapping, ImportReport
@@ -39,9 +40,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     from urbanhub.api.app import create_app
 
     settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
     console.print(f"[bold]Urbanhub[/] on http://{host}:{port}  database: "
                   f"{_redacted(settings.database_url)}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
+                log_level=settings.log_level.lower())
 
 
 @db_app.command("upgrade")
@@ -70,6 +73,7 @@ def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     from urbanhub.sim.demo import DemoError, DemoOptions, run_demo
 
     settings = get_settings()
+    configure_logging(settings.log_format, "WARNING")
     if "URBANHUB_MQTT_URL" not in os.environ:
         settings = settings.model_copy(update={"mqtt_url": None})  # the demo needs no broker
     console.print(f"database: {_redacted(settings.database_url)}")

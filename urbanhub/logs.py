@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "color_message"}  # uvicorn repeats each message with terminal colours
 
 
 class JsonFormatter(logging.Formatter):
