@@ -205,7 +205,8 @@ def test_batch_operations_report_per_entity(client: TestClient) -> None:
     upsert = client.post("/ngsi-ld/v1/entityOperations/upsert",
                          json=[sensor("urn:ngsi-ld:AirQualityObserved:b1", pm25=99),
                                sensor("urn:ngsi-ld:AirQualityObserved:b2")], headers=LD)
-    assert upsert.status_code == 204
+    assert upsert.status_code == 201  # b2 was created; only created ids are listed
+    assert upsert.json() == ["urn:ngsi-ld:AirQualityObserved:b2"]
     got = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:b1",
                      params={"options": "keyValues"}, headers=ENV_LINK).json()
     assert got["pm25"] == 99

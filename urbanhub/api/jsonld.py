@@ -26,6 +26,7 @@ from urbanhub.ngsild.context import CORE_CONTEXT_URL, TermMap
 JSON = "application/json"
 JSON_LD = "application/ld+json"
 MERGE_PATCH = "application/merge-patch+json"
+GEO_JSON = "application/geo+json"
 CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
 _LINK = re.compile(r'<([^>]*)>\s*((?:;\s*[^;,]+)*)')
 
@@ -102,11 +103,15 @@ def terms_for(request: Request, context: Any) -> TermMap:
     return hub_of(request).contexts.resolve(context)
 
 
-def wants_ld(request: Request) -> bool:
-    """True when the client asked for application/ld+json; 406 when it takes neither."""
+def negotiate(request: Request, *, geo: bool = False) -> str:
+    """The media type to answer with, from Accept; 406 when none is on offer.
+
+    ``geo`` says whether this resource also has a GeoJSON representation (entity retrieval
+    and query, CIM 009 §4.5.16); elsewhere application/geo+json is served as plain JSON.
+    """
     accept = request.headers.get("accept", "*/*").lower()
     if not accept.strip():
-        return False
+        return JSON
     ranked: list[tuple[float, str]] = []
     for part in accept.split(","):
         media, *params = [p.strip() for p in part.split(";")]
@@ -117,20 +122,27 @@ def wants_ld(request: Request) -> bool:
                     quality = float(param[2:])
                 except ValueError:
                     quality = 0.0
-        ranked.append((quality, media))
+        if quality > 0:
+            ranked.append((quality, media))
     for _, media in sorted(ranked, key=lambda pair: -pair[0]):
         if media == JSON_LD:
-            return True
-        if media in (JSON, "application/*", "*/*", "application/geo+json"):
-            return False
+            return JSON_LD
+        if media == GEO_JSON:
+            return GEO_JSON if geo else JSON
+        if media in (JSON, "application/*", "*/*"):
+            return JSON
     raise NotAcceptable("This resource is available as application/json or "
-                        "application/ld+json only.")
+                        "application/ld+json" + (" or application/geo+json." if geo else " only."))
+
+
+def context_link(url: str) -> str:
+    return f'<{url}>; rel="{CONTEXT_REL}"; type="{JSON_LD}"'
 
 
 def ngsi_response(request: Request, data: Any, context: Any, *, status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     """Serialise ``data`` with the caller's context in the body or in a Link header."""
-    as_ld = wants_ld(request)
+    as_ld = negotiate(request) == JSON_LD
     context_ref = context if context is not None else CORE_CONTEXT_URL
     out_headers = dict(headers or {})
     if as_ld:
@@ -141,7 +153,8 @@ def ngsi_response(request: Request, data: Any, context: Any, *, status: int = 20
         media = JSON_LD
     else:
         link_url = context_ref if isinstance(context_ref, str) else CORE_CONTEXT_URL
-        out_headers["Link"] = f'<{link_url}>; rel="{CONTEXT_REL}"; type="{JSON_LD}"'
+        link = context_link(link_url)
+        out_headers["Link"] = f"{link}, {out_headers['Link']}" if "Link" in out_headers else link
         media = JSON
     return Response(orjson.dumps(data), status_code=status, media_type=media,
                     headers=out_headers)

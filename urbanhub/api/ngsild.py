@@ -8,7 +8,15 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from urbanhub.api.jsonld import hub_of, link_context, ngsi_response, read_body, terms_for
+from urbanhub.api.jsonld import (
+    GEO_JSON,
+    hub_of,
+    link_context,
+    negotiate,
+    ngsi_response,
+    read_body,
+    terms_for,
+)
 from urbanhub.api.params import (
     ANY_JSON,
     ANY_JSON_LIST,
@@ -28,21 +36,31 @@ from urbanhub.model.errors import (
     InvalidRequest,
     ResourceNotFound,
 )
-from urbanhub.ngsild.context import TermMap
+from urbanhub.ngsild.context import CORE_CONTEXT_URL, TermMap
 from urbanhub.ngsild.entity import (
     Entity,
     check_entity_id,
     check_name,
+    geometry_of,
     parse_attributes,
     parse_entity,
     parse_instance,
     render_entity,
 )
-from urbanhub.ngsild.geo import parse_geo_query
+from urbanhub.ngsild.geo import LOCATION, parse_geo_query
 from urbanhub.ngsild.q import parse_q, parse_scope_q
 
 router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"],
                    responses=problem_responses(400, 403, 404, 406, 409, 413, 415, 422, 503))
+
+def _geo_documented(*names: str) -> dict[str, Any]:
+    """``documented`` plus geometryProperty, which only the GeoJSON-capable routes read."""
+    extra = documented(*names)
+    extra["parameters"].append({
+        "name": "geometryProperty", "in": "query", "required": False, "schema": {"type": "string"},
+        "description": "GeoProperty that is the Feature geometry (application/geo+json)."})
+    return extra
+
 
 def _options(request: Request) -> tuple[str, bool]:
     """The representation (normalized, concise, keyValues) and whether sysAttrs are wanted."""
@@ -99,6 +117,7 @@ def _dumps(data: Any) -> bytes:
 # --- entities -------------------------------------------------------------------------
 
 @router.post("/entities", status_code=201, openapi_extra=ANY_JSON)
+@router.post("/entities/", status_code=201, include_in_schema=False)  # as ngsildclient posts
 async def create_entity(request: Request) -> Response:
     payload, context = await read_body(request)
     terms = terms_for(request, context)
@@ -108,18 +127,56 @@ async def create_entity(request: Request) -> Response:
     return Response(status_code=201, headers={"Location": f"/ngsi-ld/v1/entities/{entity['id']}"})
 
 
-@router.get("/entities", openapi_extra=documented(*ENTITY_QUERY, "pick", "omit", "lang"))
+@router.get("/entities", openapi_extra=_geo_documented(*ENTITY_QUERY, "pick", "omit", "lang"))
 async def query_entities(request: Request) -> Response:
+    media = negotiate(request, geo=True)
     context = link_context(request)
     terms = terms_for(request, context)
     hub = hub_of(request)
     keep, omit = _projection(request, terms)
     attrs = [terms.expand(check_name(a))
              for a in split_param(request.query_params.get("attrs"), "attrs") or []]
-    result = hub.queries.query(caller_of(request), entity_query(request, hub, terms, attrs))
-    body = [_render(e, request, terms, keep, omit) for e in result.entities]
+    query = entity_query(request, hub, terms, attrs)
+    limit = query.limit
+    query.limit += 1  # one more than the page tells whether a next page exists
+    result = hub.queries.query(caller_of(request), query)
+    entities, more = result.entities[:limit], len(result.entities) > limit
     headers = {"NGSILD-Results-Count": str(result.total)} if result.total is not None else {}
-    return ngsi_response(request, body, context, headers=headers)
+    links = _page_links(request, query.offset, limit, more)
+    if media == GEO_JSON:
+        collection = {"type": "FeatureCollection", "features": [
+            _feature(e, request, terms, keep, omit) for e in entities]}
+        return _geo_response(collection, context, {**headers, **links})
+    body = [_render(e, request, terms, keep, omit) for e in entities]
+    return ngsi_response(request, body, context, headers={**headers, **links})
+
+
+def _page_links(request: Request, offset: int, limit: int, more: bool) -> dict[str, str]:
+    """RFC 8288 Link header with rel="prev"/"next" (CIM 009 §6.3.10 pagination)."""
+    links = []
+    if offset > 0 and limit > 0:
+        prev = request.url.include_query_params(offset=max(offset - limit, 0), limit=limit)
+        links.append(f'<{prev.path}?{prev.query}>; rel="prev"; type="application/ld+json"')
+    if more and limit > 0:
+        nxt = request.url.include_query_params(offset=offset + limit, limit=limit)
+        links.append(f'<{nxt.path}?{nxt.query}>; rel="next"; type="application/ld+json"')
+    return {"Link": ", ".join(links)} if links else {}
+
+
+def _feature(entity: Entity, request: Request, terms: TermMap, keep: list[str] | None,
+             omit: set[str] | None) -> dict[str, Any]:
+    """GeoJSON Feature representation of an entity (CIM 009 §4.5.16)."""
+    name = request.query_params.get("geometryProperty")
+    geo_attr = terms.expand(check_name(name)) if name else LOCATION
+    properties = _render(entity, request, terms, keep, omit)
+    return {"id": properties.pop("id"), "type": "Feature",
+            "geometry": geometry_of(entity, geo_attr), "properties": properties}
+
+
+def _geo_response(data: dict[str, Any], context: Any, headers: dict[str, str]) -> Response:
+    """GeoJSON has no Link-header convention for JSON-LD: the @context goes in the body."""
+    data["@context"] = context if context is not None else CORE_CONTEXT_URL
+    return Response(_dumps(data), media_type=GEO_JSON, headers=headers)
 
 
 @router.get("/entities/{entity_id:path}/attrs/{attr}", include_in_schema=False)
@@ -128,47 +185,7 @@ async def unsupported_get_attr(entity_id: str, attr: str) -> Response:
                          "GET /entities/{id}?pick=attr.")
 
 
-@router.get("/entities/{entity_id}",
-            openapi_extra=documented("attrs", "pick", "omit", "options", "format", "lang"))
-async def retrieve_entity(entity_id: str, request: Request) -> Response:
-    check_entity_id(entity_id)
-    context = link_context(request)
-    terms = terms_for(request, context)
-    keep, omit = _projection(request, terms)
-    entity = hub_of(request).queries.get_entity(caller_of(request), entity_id)
-    return ngsi_response(request, _render(entity, request, terms, keep, omit), context)
-
-
-@router.put("/entities/{entity_id}", status_code=204, openapi_extra=ANY_JSON)
-async def replace_entity(entity_id: str, request: Request) -> Response:
-    check_entity_id(entity_id)
-    payload, context = await read_body(request)
-    terms = terms_for(request, context)
-    entity = parse_entity(payload, terms, need_id=False, need_type=False)
-    hub_of(request).entities.replace(caller_of(request), entity_id, entity)
-    return Response(status_code=204)
-
-
-@router.patch("/entities/{entity_id}", status_code=204, openapi_extra=ANY_JSON)
-async def merge_entity(entity_id: str, request: Request) -> Response:
-    check_entity_id(entity_id)
-    payload, context = await read_body(request, allow_merge_patch=True)
-    terms = terms_for(request, context)
-    entity = parse_entity(payload, terms, need_id=False, need_type=False)
-    if entity.get("id", entity_id) != entity_id:
-        raise BadRequestData("The entity id in the body differs from the one in the URL.")
-    hub_of(request).entities.merge(caller_of(request), entity_id, entity)
-    return Response(status_code=204)
-
-
-@router.delete("/entities/{entity_id}", status_code=204)
-async def delete_entity(entity_id: str, request: Request) -> Response:
-    check_entity_id(entity_id)
-    hub_of(request).entities.delete(caller_of(request), entity_id)
-    return Response(status_code=204)
-
-
-@router.post("/entities/{entity_id}/attrs", status_code=204,
+@router.post("/entities/{entity_id:path}/attrs", status_code=204,
              openapi_extra=documented("options", body=ANY_JSON))
 async def append_attributes(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
@@ -182,7 +199,7 @@ async def append_attributes(entity_id: str, request: Request) -> Response:
     return _update_result(result, terms) or Response(status_code=204)
 
 
-@router.patch("/entities/{entity_id}/attrs", status_code=204, openapi_extra=ANY_JSON)
+@router.patch("/entities/{entity_id:path}/attrs", status_code=204, openapi_extra=ANY_JSON)
 async def update_attributes(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
@@ -192,7 +209,7 @@ async def update_attributes(entity_id: str, request: Request) -> Response:
     return _update_result(result, terms) or Response(status_code=204)
 
 
-@router.patch("/entities/{entity_id}/attrs/{attr}", status_code=204, openapi_extra=ANY_JSON)
+@router.patch("/entities/{entity_id:path}/attrs/{attr}", status_code=204, openapi_extra=ANY_JSON)
 async def patch_attribute(entity_id: str, attr: str, request: Request) -> Response:
     check_entity_id(entity_id)
     check_name(attr)
@@ -213,7 +230,7 @@ async def patch_attribute(entity_id: str, attr: str, request: Request) -> Respon
     return Response(status_code=204)
 
 
-@router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204,
+@router.delete("/entities/{entity_id:path}/attrs/{attr}", status_code=204,
                openapi_extra=documented("datasetId", "deleteAll"))
 async def delete_attribute(entity_id: str, attr: str, request: Request) -> Response:
     check_entity_id(entity_id)
@@ -226,10 +243,58 @@ async def delete_attribute(entity_id: str, attr: str, request: Request) -> Respo
     return Response(status_code=204)
 
 
+# Whole-entity routes come after the .../attrs routes: ids are matched as paths (an id
+# may hold '/', e.g. http://example.org/a), so the longer patterns must be tried first.
+
+@router.get("/entities/{entity_id:path}",
+            openapi_extra=_geo_documented("attrs", "pick", "omit", "options", "format",
+                                          "lang"))
+async def retrieve_entity(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    media = negotiate(request, geo=True)
+    context = link_context(request)
+    terms = terms_for(request, context)
+    keep, omit = _projection(request, terms)
+    entity = hub_of(request).queries.get_entity(caller_of(request), entity_id)
+    if media == GEO_JSON:
+        return _geo_response(_feature(entity, request, terms, keep, omit), context, {})
+    return ngsi_response(request, _render(entity, request, terms, keep, omit), context)
+
+
+@router.put("/entities/{entity_id:path}", status_code=204, openapi_extra=ANY_JSON)
+async def replace_entity(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    payload, context = await read_body(request)
+    terms = terms_for(request, context)
+    entity = parse_entity(payload, terms, need_id=False, need_type=False)
+    hub_of(request).entities.replace(caller_of(request), entity_id, entity)
+    return Response(status_code=204)
+
+
+@router.patch("/entities/{entity_id:path}", status_code=204, openapi_extra=ANY_JSON)
+async def merge_entity(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    payload, context = await read_body(request, allow_merge_patch=True)
+    terms = terms_for(request, context)
+    entity = parse_entity(payload, terms, need_id=False, need_type=False)
+    if entity.get("id", entity_id) != entity_id:
+        raise BadRequestData("The entity id in the body differs from the one in the URL.")
+    hub_of(request).entities.merge(caller_of(request), entity_id, entity)
+    return Response(status_code=204)
+
+
+@router.delete("/entities/{entity_id:path}", status_code=204)
+async def delete_entity(entity_id: str, request: Request) -> Response:
+    check_entity_id(entity_id)
+    hub_of(request).entities.delete(caller_of(request), entity_id)
+    return Response(status_code=204)
+
+
 # --- batch operations ----------------------------------------------------------------
 
 @router.post("/entityOperations/{operation}",
              openapi_extra=documented("options", "limit", "offset", "count", body=ANY_JSON_LIST))
+@router.post("/entityOperations/{operation}/", include_in_schema=False)  # as ngsildclient posts
 async def batch_operation(operation: str, request: Request) -> Response:
     if operation not in ("create", "upsert", "update", "delete", "query"):
         raise BadRequestData(f"Unknown batch operation {operation!r}.")
@@ -238,6 +303,8 @@ async def batch_operation(operation: str, request: Request) -> Response:
         return await _batch_query(request, payload, context)
     if not isinstance(payload, list):
         raise BadRequestData("A batch operation takes a JSON array.")
+    if not payload:
+        raise BadRequestData("A batch operation needs at least one entity.")
     options = set(split_param(request.query_params.get("options"), "options") or [])
     hub = hub_of(request)
 
@@ -246,22 +313,21 @@ async def batch_operation(operation: str, request: Request) -> Response:
         return parse_entity(item, terms_for(request, item_context),
                             need_type=operation != "update")
 
-    succeeded, failed = hub.entities.batch(
+    result = hub.entities.batch(
         caller_of(request), operation, payload, parse,
         **({"update_mode": "update" if "update" in options else "replace"}
            if operation == "upsert" else {}),
         **({"no_overwrite": "noOverwrite" in options} if operation == "update" else {}))
     errors = [{"entityId": entity_id, "error": {"type": exc.problem_type, "title": exc.title,
                                                 "status": exc.status, "detail": exc.detail}}
-              for entity_id, exc in failed]
-    if not failed:
-        if operation == "create":
-            return Response(_dumps(succeeded), status_code=201, media_type="application/json")
+              for entity_id, exc in result.failed]
+    if not result.failed:
+        if result.created:  # create, and an upsert that created entities (§6.15.3.1)
+            return Response(_dumps(result.created), status_code=201,
+                            media_type="application/json")
         return Response(status_code=204)
-    if not succeeded:
-        return Response(_dumps({"success": [], "errors": errors}), status_code=400,
-                        media_type="application/json")
-    return Response(_dumps({"success": succeeded, "errors": errors}), status_code=207,
+    # 207 also when nothing succeeded: the per-entity errors are the answer (§6.14-6.17).
+    return Response(_dumps({"success": result.succeeded, "errors": errors}), status_code=207,
                     media_type="application/json")
 
 

@@ -46,6 +46,15 @@ def _stamp(attrs: Attrs, now: str, previous: Attrs | None = None) -> Attrs:
     return attrs
 
 
+@dataclass
+class BatchResult:
+    """Per-entity outcome of a batch operation (ids that succeeded, of those the created)."""
+
+    succeeded: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    failed: list[tuple[str, UrbanhubError]] = field(default_factory=list)
+
+
 EntityValidator = Callable[[Entity], None]
 
 
@@ -176,11 +185,9 @@ class EntityService:
     # --- batch operations ---------------------------------------------------------------
 
     def batch(self, caller: Caller, operation: str, items: list[Any],
-              parse: Callable[[Any], Entity], **options: Any,
-              ) -> tuple[list[str], list[tuple[str, UrbanhubError]]]:
+              parse: Callable[[Any], Entity], **options: Any) -> BatchResult:
         """Run one entity operation per item; each item succeeds or fails on its own."""
-        succeeded: list[str] = []
-        failed: list[tuple[str, UrbanhubError]] = []
+        result = BatchResult()
         for item in items:
             entity_id = item.get("id", "") if isinstance(item, dict) else (
                 item if isinstance(item, str) else "")
@@ -194,29 +201,34 @@ class EntityService:
                     else:
                         entity = parse(item)
                         entity_id = entity["id"]
-                        self._batch_one(conn, operation, entity, **options)
-                succeeded.append(entity_id)
+                        if self._batch_one(conn, operation, entity, **options):
+                            result.created.append(entity_id)
+                result.succeeded.append(entity_id)
             except UrbanhubError as exc:
-                failed.append((str(entity_id), exc))
-        return succeeded, failed
+                result.failed.append((str(entity_id), exc))
+        return result
 
     def _batch_one(self, conn: Connection, operation: str, entity: Entity, *,
-                   update_mode: str = "replace", no_overwrite: bool = False) -> None:
+                   update_mode: str = "replace", no_overwrite: bool = False) -> bool:
+        """One entity of a batch; True when it created the entity."""
         if operation == "create":
             self._create(conn, entity)
-        elif operation == "upsert":
+            return True
+        if operation == "upsert":
             if not self.store.exists(conn, entity["id"]):
                 self._create(conn, entity)
-            elif update_mode == "update":
+                return True
+            if update_mode == "update":
                 self._append(conn, entity["id"], entity, no_overwrite=False)
             else:
                 self._replace(conn, entity["id"], entity)
-        elif operation == "update":
+            return False
+        if operation == "update":
             result = self._append(conn, entity["id"], entity, no_overwrite=no_overwrite)
             if result.not_updated and not result.updated:
                 raise BadRequestData("; ".join(reason for _, reason in result.not_updated))
-        else:
-            raise BadRequestData(f"Unknown batch operation {operation!r}.")
+            return False
+        raise BadRequestData(f"Unknown batch operation {operation!r}.")
 
     # --- helpers -----------------------------------------------------------------------
 

@@ -490,11 +490,11 @@ def _upsert(hub: Hub, path: Path, items: list[tuple[int, Any]], default_context:
             continue
         parsed.append(entity)
         originals[entity["id"]] = (index, item)
-    succeeded, failed = hub.entities.batch(CALLER, "upsert", parsed, lambda entity: entity)
-    report.entities += len(succeeded)
-    for entity_id, error in failed:
+    result = hub.entities.batch(CALLER, "upsert", parsed, lambda entity: entity)
+    report.entities += len(result.succeeded)
+    for entity_id, error in result.failed:
         position, original = originals.get(entity_id, (None, {"id": entity_id}))
-        detail = error.detail if isinstance(error, UrbanhubError) else str(error)
+        detail = error.detail
         report.rejected += 1
         report.note(f"{path.name} entity {entity_id}: {detail}")
         rejected.append(_rejected(detail, original, path, position))

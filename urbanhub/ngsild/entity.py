@@ -256,13 +256,14 @@ def render_instance(instance: Instance, terms: TermMap, *, form: str = "normaliz
     if attr_type == "VocabProperty":
         content = ([terms.compact(v) for v in content] if isinstance(content, list)
                    else terms.compact(str(content)))
-    if attr_type == "LanguageProperty" and lang is not None and isinstance(content, dict):
-        picked = content.get(lang, content.get("@none", next(iter(content.values()), None)))
+    if (attr_type == "LanguageProperty" and lang is not None and lang != "*"
+            and isinstance(content, dict) and content):
+        tag, picked = pick_language(content, lang)
         if form == "keyValues":
             return picked
         return _with_members(instance, terms, form, sys_attrs, lang,
-                             {"type": "Property", "value": picked, "lang": lang}
-                             if form == "normalized" else {"value": picked, "lang": lang})
+                             {"type": "Property", "value": picked, "lang": tag}
+                             if form == "normalized" else {"value": picked, "lang": tag})
     if form == "keyValues":
         return content
     if form == "concise":
@@ -277,6 +278,39 @@ def render_instance(instance: Instance, terms: TermMap, *, form: str = "normaliz
         return body
     return _with_members(instance, terms, form, sys_attrs, lang,
                          {"type": attr_type, member: content})
+
+
+def pick_language(language_map: dict[str, Any], lang: str) -> tuple[str, Any]:
+    """The entry of a languageMap that ``lang`` asks for (CIM 009 §4.15).
+
+    ``lang`` is one tag or an Accept-Language style list (``fr,en;q=0.8``); a tag also
+    matches its subtags (``en`` matches ``en-GB``). Without a match the ``@none`` entry is
+    used, then the first one, so the attribute never disappears from the response.
+    """
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate(lang.split(",")):
+        tag, *params = [p.strip() for p in part.split(";")]
+        weight = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    weight = float(param[2:])
+                except ValueError:
+                    weight = 0.0
+        if tag and weight > 0:
+            ranked.append((-weight, position, tag))
+    for _, _, tag in sorted(ranked):
+        if tag == "*":
+            break
+        if tag in language_map:
+            return tag, language_map[tag]
+        for key, value in language_map.items():
+            if key.lower().startswith(tag.lower() + "-"):
+                return key, value
+    if "@none" in language_map:
+        return "@none", language_map["@none"]
+    key = next(iter(language_map))
+    return key, language_map[key]
 
 
 def _with_members(instance: Instance, terms: TermMap, form: str, sys_attrs: bool,
