@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +16,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeRemainingColumn,
@@ -24,11 +28,14 @@ from urbanhub.logs import configure_logging
 
 if TYPE_CHECKING:
     from urbanhub.ingest.importer import CsvMapping, ImportReport
+    from urbanhub.store.audit import AuditLog
 
 app = typer.Typer(help="Urbanhub: urban data platform with governance on the data path.",
                   no_args_is_help=True)
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+audit_app = typer.Typer(help="Tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 output = Console()
 
@@ -58,6 +65,58 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     upgrade(engine, revision)
     after = current_revision(engine)
     console.print(f"database {_redacted(settings.database_url)}: {before or 'empty'} -> {after}")
+
+
+@audit_app.command("verify")
+def audit_verify(anchor: Path | None = typer.Option(
+        None, exists=True, dir_okay=False,
+        help="Head exported earlier by `urbanhub audit head`: also catches a chain rewritten "
+             "or cut back behind it.")) -> None:
+    """Check the whole audit chain; exit 1 naming the first bad entry."""
+    from urbanhub.governance.audit import AuditError, ChainHead
+
+    try:
+        anchored = ChainHead.from_json(json.loads(anchor.read_text())) if anchor else None
+    except (AuditError, ValueError) as exc:
+        console.print(f"[red]cannot read the anchor {anchor}:[/] {exc}")
+        raise typer.Exit(2) from exc
+    with _audit_log() as log:
+        head = log.head()
+        with Progress(TextColumn("verifying audit trail"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("verify", total=head.seq if head else 0)
+            report = log.verify(anchored, lambda n: progress.advance(task, n))
+    output.print(report.message(), markup=False, highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("head")
+def audit_head() -> None:
+    """Print the chain head (sequence, hash, time) as JSON, to anchor outside the hub."""
+    with _audit_log() as log:
+        typer.echo(json.dumps(log.export_head()))
+
+
+@contextmanager
+def _audit_log() -> Iterator[AuditLog]:
+    """The audit trail of the configured database; exit 2 when it has none yet."""
+    from sqlalchemy import inspect
+
+    from urbanhub.store.audit import AuditLog
+    from urbanhub.store.db import make_engine
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("audit_log"):
+                console.print(f"[red]database {_redacted(settings.database_url)} has no "
+                              "audit trail:[/] run `urbanhub db upgrade`")
+                raise typer.Exit(2)
+        yield AuditLog(engine)
+    finally:
+        engine.dispose()
 
 
 @app.command()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Float,
@@ -133,3 +134,21 @@ dead_letters = Table(
     Column("payload", LargeBinary, nullable=False),
 )
 Index("ix_dead_letters_received_at", dead_letters.c.received_at)
+
+# The audit trail (urbanhub.governance.audit): one row per hash-chained entry. ``seq`` is the
+# primary key (the last defence against a forked chain) and the rowid on SQLite; ``details``
+# is kept as the exact canonical JSON text that was hashed (JSONB would renormalise it).
+audit_log = Table(
+    "audit_log", metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+           autoincrement=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+)
+Index("ix_audit_log_target", audit_log.c.target)
+Index("ix_audit_log_actor", audit_log.c.actor)
