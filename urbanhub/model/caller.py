@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from urbanhub.model.governance import OrganisationKind
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -13,6 +15,8 @@ class Caller:
     roles: frozenset[str] = field(default_factory=frozenset)
     organisation: str | None = None
     purpose: str | None = None
+    # Set by authentication from the organisation record; departments see internal data.
+    organisation_kind: OrganisationKind | None = None
 
     @classmethod
     def public(cls, purpose: str | None = None) -> Caller:
