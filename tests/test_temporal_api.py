@@ -316,6 +316,38 @@ def test_rollup_path_equals_raw_path(client: TestClient,
     assert not hub.temporal.rollup_eligible(TemporalQuery(query.time, aggregation=with_distinct))
 
 
+def test_aggregates_keep_entities_attributes_and_datasets_apart(client: TestClient) -> None:
+    """Several entities, attributes and datasetIds in one query, on both paths, with lastN."""
+    other = "urn:ngsi-ld:Dataset:b"
+    for entity_id, base in ((S1, 0), (S2, 100)):
+        body = temporal(entity_id,
+                        pm25=[reading(base + h, at(h)) for h in range(3)]
+                        + [reading(base + 50 + h, at(h, 10), datasetId=other) for h in range(3)],
+                        no2=[reading(base + 10 * h, at(h, 30)) for h in range(3)])
+        assert post(client, body).status_code == 201
+    hub: Hub = client.app.state.hub  # type: ignore[attr-defined]
+    params = {"type": "Sensor", "options": "aggregatedValues", "aggrMethods": "sum,max",
+              "aggrPeriodDuration": "PT1H", "timerel": "between", "timeAt": at(0),
+              "endTimeAt": at(3), "lastN": "2"}
+
+    def hours(*figures: float) -> list[list[Any]]:
+        return [[f, at(h).replace("Z", ".000Z"), at(h + 1).replace("Z", ".000Z")]
+                for h, f in zip((1, 2), figures, strict=True)]
+
+    for rollups in (True, False):
+        hub.temporal.use_rollups = rollups
+        got = {e["id"]: e for e in client.get(T, params=params, headers=ENV_LINK).json()}
+        for entity_id, base in ((S1, 0), (S2, 100)):
+            default, in_other = got[entity_id]["pm25"]
+            assert default == {"type": "Property", "sum": hours(base + 1, base + 2),
+                               "max": hours(base + 1, base + 2)}
+            assert in_other == {"type": "Property", "datasetId": other,
+                                "sum": hours(base + 51, base + 52),
+                                "max": hours(base + 51, base + 52)}
+            assert got[entity_id]["no2"]["sum"] == hours(base + 10, base + 20)
+    hub.temporal.use_rollups = True
+
+
 def test_rollups_need_whole_hours() -> None:
     from urbanhub.hub.temporal import TemporalService
 

@@ -15,7 +15,7 @@ Time semantics, as stored and as queried:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -28,7 +28,7 @@ from urbanhub.ngsild.entity import Entity, Instance
 from urbanhub.ngsild.timeutil import format_datetime, parse_datetime, utcnow
 from urbanhub.store import history
 from urbanhub.store.entities import LOCATION, EntityStore, HistoryRow, numeric_value
-from urbanhub.store.history import HistoryInstance, PeriodStats
+from urbanhub.store.history import HistoryInstance, PeriodSeries
 
 AGGREGATE_METHODS = ("totalCount", "distinctCount", "sum", "sumsq", "avg", "min", "max",
                      "stddev")
@@ -136,11 +136,21 @@ class TemporalQuery:
     aggregation: Aggregation | None = None
 
 
+#: One method's figure for each period of a series.
+Figures = Sequence[float | int | None]
+
+
 @dataclass(frozen=True)
-class AggregatedPeriod:
-    start: datetime
-    end: datetime
-    values: dict[str, float | int | None]
+class AggregatedSeries:
+    """One attribute's (and datasetId's) periods, oldest first, as columns.
+
+    Period i runs from ``starts[i]`` to ``ends[i]`` and has ``values[method][i]``; columns
+    rather than an object per period, which a page of 24,000 periods cannot afford.
+    """
+
+    starts: Sequence[datetime]
+    ends: Sequence[datetime]
+    values: dict[str, Figures]
 
 
 @dataclass
@@ -150,7 +160,7 @@ class TemporalEntity:
     id: str
     current: Entity | None
     instances: dict[str, list[HistoryInstance]] = field(default_factory=dict)
-    aggregates: dict[str, dict[str, list[AggregatedPeriod]]] = field(default_factory=dict)
+    aggregates: dict[str, dict[str, AggregatedSeries]] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,34 +169,32 @@ class TemporalResult:
     total: int | None
 
 
-def method_values(stats: PeriodStats, methods: tuple[str, ...]) -> dict[str, float | int | None]:
-    """Each method's figure for one period; numeric methods are None without numbers.
+def method_values(method: str, stats: PeriodSeries) -> Figures:
+    """One method's figure for each period; numeric methods are None without numbers.
 
     stddev is the population standard deviation sqrt(sumsq/n - mean²), computed from n, sum
     and sumsq so that raw history and the hourly rollups give identical numbers.
     """
-    mean = stats.total / stats.n if stats.n and stats.total is not None else None
-    out: dict[str, float | int | None] = {}
-    for method in methods:
-        if method == "totalCount":
-            out[method] = stats.count
-        elif method == "distinctCount":
-            out[method] = stats.distinct
-        elif not stats.n:
-            out[method] = None
-        elif method == "sum":
-            out[method] = stats.total
-        elif method == "sumsq":
-            out[method] = stats.total_sq
-        elif method == "avg":
-            out[method] = mean
-        elif method == "min":
-            out[method] = stats.minimum
-        elif method == "max":
-            out[method] = stats.maximum
-        elif method == "stddev" and mean is not None and stats.total_sq is not None:
-            out[method] = math.sqrt(max(0.0, stats.total_sq / stats.n - mean * mean))
-    return out
+    if method == "totalCount":
+        return stats.instances
+    if method == "distinctCount":
+        return stats.distinct
+    if method == "avg":
+        return [total / n if n and total is not None else None
+                for n, total in zip(stats.n, stats.total, strict=True)]
+    if method == "stddev":
+        return [_stddev(n, total, total_sq)
+                for n, total, total_sq in zip(stats.n, stats.total, stats.total_sq, strict=True)]
+    column = {"sum": stats.total, "sumsq": stats.total_sq, "min": stats.minimum,
+              "max": stats.maximum}[method]
+    return [value if n else None for n, value in zip(stats.n, column, strict=True)]
+
+
+def _stddev(n: int, total: float | None, total_sq: float | None) -> float | None:
+    if not n or total is None or total_sq is None:
+        return None
+    mean = total / n
+    return math.sqrt(max(0.0, total_sq / n - mean * mean))
 
 
 def _whole_hours(moment: datetime | None) -> bool:
@@ -261,7 +269,7 @@ class TemporalService:
             step_us = history.micros(_EPOCH + aggregation.period) if aggregation.period else None
             names = self._aggregated_names(entities, query)
             fast = self._rollup_names(entities, names) if self.rollup_eligible(query) else []
-            stats: list[PeriodStats] = []
+            stats: list[PeriodSeries] = []
             if fast:
                 stats += history.rollup_aggregates(conn, ids, fast, time.start, time.end,
                                                    origin=origin, step_us=step_us)
@@ -271,24 +279,35 @@ class TemporalService:
                     conn, ids, slow, time.start, time.end, origin=origin, step_us=step_us,
                     distinct="distinctCount" in aggregation.methods,
                     timeproperty=time.timeproperty)
-        bounds: dict[int, tuple[datetime, datetime]] = {}
-        for stat in stats:
-            if aggregation.period is None:
-                start, end = self._bounds(stat, time, origin, None)
-            else:
-                if stat.period not in bounds:
-                    bounds[stat.period] = self._bounds(stat, time, origin, aggregation.period)
-                start, end = bounds[stat.period]
-            by_id[stat.entity_id].aggregates.setdefault(stat.name, {}).setdefault(
-                stat.dataset_id, []).append(AggregatedPeriod(
-                    start, end, method_values(stat, aggregation.methods)))
-        for entity in entities:
-            for datasets in entity.aggregates.values():
-                for dataset_id, periods in datasets.items():
-                    periods.sort(key=lambda p: p.start)
-                    if query.last_n is not None:
-                        datasets[dataset_id] = periods[-query.last_n:]
+        self._collect(by_id, stats, query, origin)
         return entities
+
+    def _collect(self, by_id: dict[str, TemporalEntity], stats: list[PeriodSeries],
+                 query: TemporalQuery, origin: datetime) -> None:
+        """File each series under its entity, attribute and datasetId, with period bounds.
+
+        Series come oldest period first, so lastN is a slice; the bounds of a period are
+        computed once and shared by every entity.
+        """
+        assert query.aggregation is not None
+        step = query.aggregation.period
+        time = query.time
+        bounds: dict[int, tuple[datetime, datetime]] = {}
+        keep = slice(-query.last_n if query.last_n else None, None)
+        for series in stats:
+            if step is None:
+                pairs = [self._whole_range(time, first, last)
+                         for first, last in zip(series.first, series.last, strict=True)]
+            else:
+                for period in series.periods:
+                    if period not in bounds:
+                        bounds[period] = self._bounds(period, time, origin, step)
+                pairs = [bounds[period] for period in series.periods]
+            starts, ends = zip(*pairs[keep], strict=True)
+            values = {method: method_values(method, series)[keep]
+                      for method in query.aggregation.methods}
+            by_id[series.entity_id].aggregates.setdefault(series.name, {})[
+                series.dataset_id] = AggregatedSeries(starts, ends, values)
 
     @staticmethod
     def _aggregated_names(entities: list[TemporalEntity],
@@ -326,14 +345,18 @@ class TemporalService:
         return [name for name in names if numeric.get(name)]
 
     @staticmethod
-    def _bounds(stat: PeriodStats, time: TimeQuery, origin: datetime,
-                period: timedelta | None) -> tuple[datetime, datetime]:
-        if period is None:
-            start = time.start or stat.first
-            end = time.end or stat.last
-            assert start is not None and end is not None  # raw stats carry first/last
-            return start, end
-        start = origin + period * stat.period
+    def _whole_range(time: TimeQuery, first: datetime | None,
+                     last: datetime | None) -> tuple[datetime, datetime]:
+        """The one period without aggrPeriodDuration: the range asked for, else the data's."""
+        start = time.start or first
+        end = time.end or last
+        assert start is not None and end is not None  # raw series carry first/last
+        return start, end
+
+    @staticmethod
+    def _bounds(number: int, time: TimeQuery, origin: datetime,
+                period: timedelta) -> tuple[datetime, datetime]:
+        start = origin + period * number
         end = start + period
         if time.start is not None:
             start = max(start, time.start)
