@@ -183,8 +183,6 @@ def test_temporal_retrieval(client: Any) -> None:
                       [12.0, "2024-03-01T12:00:00Z"]]
 
 
-@pytest.mark.xfail(strict=True, reason="ngsildclient sends options=count on temporal queries; "
-                   "urbanhub/api/temporal.py refuses unknown options (see the report)")
 def test_temporal_query(client: Any) -> None:
     client.create(air_quality("h2", 10.0))
     troes = client.temporal.query(type="AirQualityObserved", ctx=ENV)

@@ -66,7 +66,7 @@ def _options(request: Request) -> tuple[str, bool]:
     """The representation (normalized, concise, keyValues) and whether sysAttrs are wanted."""
     options = set(split_param(request.query_params.get("options"), "options") or [])
     unknown = options - {"keyValues", "concise", "normalized", "sysAttrs", "noOverwrite",
-                         "replace", "update"}
+                         "replace", "update", "count"}
     if unknown:
         raise BadRequestData(f"Unknown options: {', '.join(sorted(unknown))}.")
     form = request.query_params.get("format")

@@ -107,7 +107,9 @@ def page(request: Request, hub: Hub) -> tuple[int, int, bool]:
     offset = int_param(params.get("offset"), "offset", 0)
     if limit > hub.settings.max_page_size:
         raise TooManyResults(f"limit may be at most {hub.settings.max_page_size}.")
-    count = flag_param(request, "count")
+    # options=count is how some clients (and NGSI-LD before v1.3) ask for the count.
+    count = flag_param(request, "count") or "count" in (
+        split_param(params.get("options"), "options") or [])
     if limit == 0 and not count:
         raise BadRequestData("limit=0 is only allowed together with count=true.")
     return limit, offset, count

@@ -45,7 +45,7 @@ router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD temporal"],
 
 _TEMPORAL = ("timerel", "timeAt", "endTimeAt", "timeproperty", "lastN", "aggrMethods",
              "aggrPeriodDuration")
-_OPTIONS = {"temporalValues", "aggregatedValues", "sysAttrs", "normalized"}
+_OPTIONS = {"temporalValues", "aggregatedValues", "sysAttrs", "normalized", "count"}
 _FORMATS = {"normalized": "normalized", "temporalValues": "temporalValues",
             "simplified": "temporalValues", "aggregatedValues": "aggregatedValues"}
 #: The member of the simplified temporal representation that lists each type's content.
@@ -66,7 +66,7 @@ def instance_id(item: HistoryInstance) -> str:
 
 # --- routes ------------------------------------------------------------------------------
 
-@router.get("/temporal/entities/{entity_id}",
+@router.get("/temporal/entities/{entity_id:path}",
             openapi_extra=documented("attrs", "options", "format", *_TEMPORAL))
 async def retrieve_temporal_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
