@@ -308,14 +308,15 @@ def load_history(database_url: str, sensors: int, rows: int) -> float:
             " date_trunc('hour', observed_at), count(*), sum(value_num),"
             " sum(value_num * value_num), min(value_num), max(value_num) FROM history WHERE"
             " value_num IS NOT NULL"
-            " GROUP BY 1, 2, 3, 4 ON CONFLICT DO NOTHING")
+            " GROUP BY 1, 2, 3, 4 ORDER BY 4"  # hour by hour on disk, as ingest writes them
+            " ON CONFLICT DO NOTHING")
         conn.execute("ANALYZE")
     return time.perf_counter() - started
 
 
 def hourly_day_aggregate(client: httpx.Client, sensors: int) -> float:
     """Hourly average per sensor over one day, every sensor, through the temporal API."""
-    day = START + timedelta(days=10)
+    day = START + timedelta(days=3)  # inside the loaded data (1,000 readings, 10 min apart)
     started = time.perf_counter()
     seen = 0
     for offset in range(0, sensors, 1000):

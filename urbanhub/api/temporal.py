@@ -87,6 +87,7 @@ async def query_temporal_entities(request: Request) -> Response:
     query = _temporal_query(request, terms, form)
     hub = hub_of(request)
     selection = entity_query(request, hub, terms, query.attrs)
+    selection.project = query.attrs
     result = hub.temporal.query(caller_of(request), selection, query)
     stamps = _Stamps()
     body = [_render(e, terms, form, sys_attrs, query, stamps) for e in result.entities]

@@ -30,6 +30,9 @@ class EntityQuery:
     limit: int = 20
     offset: int = 0
     count: bool = False
+    # Attributes the caller needs in the result; None for all. Entities are still matched
+    # on everything (predicates see whole entities), only loading is cut short.
+    project: list[str] | None = None
 
     def store_filter(self) -> EntityFilter:
         return EntityFilter(types=self.types, ids=self.ids, id_pattern=self.id_pattern,
@@ -70,7 +73,7 @@ class QueryService:
             if not query.predicates:
                 ids = self.store.select_ids(conn, flt, limit=query.limit, offset=query.offset)
                 total = self.store.count(conn, flt) if query.count else None
-                loaded = self.store.load(conn, ids) if ids else {}
+                loaded = self.store.load(conn, ids, query.project) if ids else {}
                 return QueryResult(list(loaded.values()), total)
             # Filters SQL cannot express run here over the SQL-prefiltered candidates.
             matched: list[Entity] = []

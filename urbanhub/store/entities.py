@@ -248,8 +248,10 @@ class EntityStore:
                 entities.c.id.in_(wanted[start:start + 900]))))
         return found
 
-    def load(self, conn: Connection, ids: Sequence[str]) -> dict[str, Entity]:
-        """Entities by id with all current attributes, in the order of ``ids``."""
+    def load(self, conn: Connection, ids: Sequence[str],
+             names: Sequence[str] | None = None) -> dict[str, Entity]:
+        """Entities by id with their current attributes (only ``names`` when given), in the
+        order of ``ids``."""
         loaded: dict[str, Entity] = {}
         for start in range(0, len(ids), 900):
             part = list(ids[start:start + 900])
@@ -260,9 +262,11 @@ class EntityStore:
                 if row.scope:
                     entity["scope"] = orjson.loads(row.scope)
                 loaded[row.id] = entity
-            for arow in conn.execute(
-                    select(attributes.c.entity_id, attributes.c.name, attributes.c.dataset_id,
-                           attributes.c.instance).where(attributes.c.entity_id.in_(part))):
+            wanted = select(attributes.c.entity_id, attributes.c.name, attributes.c.dataset_id,
+                            attributes.c.instance).where(attributes.c.entity_id.in_(part))
+            if names is not None:
+                wanted = wanted.where(attributes.c.name.in_(list(names)))
+            for arow in conn.execute(wanted):
                 owner = loaded.get(arow.entity_id)
                 if owner is not None:
                     owner["attrs"].setdefault(arow.name, {})[arow.dataset_id] = orjson.loads(
