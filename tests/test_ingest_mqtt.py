@@ -21,6 +21,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from tests.test_devices import ENV_LINK, SDM, device_body
 from urbanhub.api.app import create_app
@@ -66,8 +68,9 @@ class Publisher:
         self.client.loop_start()
         self.infos: list[mqtt.MQTTMessageInfo] = []
 
-    def send(self, topic: str, payload: bytes | str | float | None, qos: int = 1) -> None:
-        self.infos.append(self.client.publish(topic, payload, qos=qos))
+    def send(self, topic: str, payload: bytes | str | float | None, qos: int = 1,
+             properties: Properties | None = None) -> None:
+        self.infos.append(self.client.publish(topic, payload, qos=qos, properties=properties))
 
     def close(self) -> None:
         for info in self.infos:
@@ -241,6 +244,52 @@ def test_uncommitted_batch_is_redelivered_after_a_crash(mqtt_hub: Hub, tmp_path:
         assert sorted(r.value_num for r in stored(mqtt_hub)) == [float(i) for i in range(20)]
     finally:
         healthy.stop()
+
+
+def test_every_publish_form_is_stored_and_acknowledged_once(mqtt_hub: Hub) -> None:
+    """QoS 0, QoS 1, and MQTT 5 properties (paho's own receive path) all arrive; the
+    acknowledgements reach the broker, so a hub with the same session gets nothing again."""
+    provision(mqtt_hub)
+    root = mqtt_hub.settings.mqtt_topic_root
+    first = mqtt_hub.mqtt_adapter()
+    assert first is not None
+    first.start()
+    wait_for(lambda: first.status()["status"] == "up", what="adapter up")
+    with_properties = Properties(PacketTypes.PUBLISH)
+    with_properties.ContentType = "application/json"
+    with_properties.UserProperty = ("site", "north")
+    publisher = Publisher()
+    _publish_series(root, 0, 50, publisher)
+    for index in range(50, 60):
+        at = f"2024-03-01T00:01:{index - 50:02d}Z"
+        publisher.send(f"{root}/devices/aq-0001/attrs",
+                       orjson.dumps({"observedAt": at, "pm25": index}), qos=index % 2,
+                       properties=with_properties)
+    publisher.send(f"{root}/devices/aq-0001/attrs/pm25", b"60", qos=0)
+    publisher.close()
+    wait_for(lambda: len(stored(mqtt_hub)) == 61, what="every reading")
+    first.stop()
+    assert sorted(r.value_num for r in stored(mqtt_hub)) == [float(i) for i in range(61)]
+    second = mqtt_hub.mqtt_adapter()
+    assert second is not None
+    second.start()
+    try:
+        wait_for(lambda: second.status()["status"] == "up", what="second adapter up")
+        time.sleep(0.5)  # an unacknowledged message would be redelivered by now
+        assert mqtt_hub.metrics.snapshot()["mqtt_messages"] == 61
+    finally:
+        second.stop()
+
+
+def test_topic_that_is_not_utf8_is_dead_lettered(hub: Hub) -> None:
+    """Brokers should refuse such topics; if one gets through it is refused, not fatal."""
+    batch = hub.readings.mqtt_messages([(b"urbanhub/devices/\xff/attrs", b'{"pm25": 1}', 0.0),
+                                        (b"urbanhub/\xfe", b"{}", 0.0)], "urbanhub")
+    assert batch.readings == []
+    assert [r.topic for r in batch.rejected] == ["urbanhub/devices/\\xff/attrs",
+                                                  "urbanhub/\\xfe"]
+    assert "unknown device" in batch.rejected[0].reason
+    assert "no ingest route" in batch.rejected[1].reason
 
 
 def _free_port() -> int:

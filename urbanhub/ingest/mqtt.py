@@ -10,13 +10,19 @@ maps and stores them every ``ingest_batch_size`` messages or ``ingest_flush_inte
 seconds. The MQTT 5 Receive Maximum (``mqtt_max_pending``) stops the broker from sending
 more unacknowledged QoS 1 messages than the buffer holds; QoS 0 floods block the network
 loop instead, so TCP pushes back on the broker. See docs/ingest.md.
+
+Both threads share one GIL, so every microsecond the network thread spends on a message is
+taken from storing: ``_HubClient`` receives the common PUBLISH without paho's per-message
+objects and acknowledges a batch in one write.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -36,6 +42,41 @@ log = logging.getLogger("urbanhub.ingest.mqtt")
 
 _NO_ACK = -1
 _RETRY_MAX_S = 5.0
+_PUBACK = struct.Struct("!BBH")  # MQTT 5 PUBACK, reason "success" left out (remaining length 2)
+
+
+class _HubClient(mqtt.Client):
+    """paho's client with a cheap receive path for the hub's messages and batched PUBACKs.
+
+    With MQTT 5, paho builds a ``Properties`` and an ``MQTTMessage`` object for every PUBLISH
+    and looks up topic callbacks: about 26 µs a message here against 6 µs for decoding it
+    directly, and that time is taken from the storing thread (one GIL). A PUBLISH at QoS 0
+    or 1 without properties (what devices send) goes straight to ``deliver``; anything else
+    takes paho's own path to ``on_message``. Acknowledgements of a batch are queued as one
+    write instead of one wake-up and one ``send`` per message. This relies on paho 2.x
+    internals (``_in_packet``, ``_handle_publish``, ``_packet_queue``); the MQTT tests cover
+    both receive paths and the acknowledgements.
+    """
+
+    deliver: Callable[[bytes, bytes, int, int], None]  # topic, payload, qos, packet id
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        qos = (self._in_packet["command"] >> 1) & 3
+        topic_end = 2 + (packet[0] << 8 | packet[1]) if len(packet) >= 2 else 0
+        props_at = topic_end + 2 * qos
+        if qos == 2 or not topic_end or len(packet) <= props_at or packet[props_at]:
+            return super()._handle_publish()  # properties, QoS 2 or malformed: paho decides
+        mid = packet[topic_end] << 8 | packet[topic_end + 1] if qos else 0
+        self.deliver(bytes(packet[2:topic_end]), bytes(packet[props_at + 1:]), qos, mid)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack_all(self, mids: list[int]) -> None:
+        """PUBACK every packet id in one queued write (``ack`` wakes the loop per message)."""
+        if mids:
+            pack = _PUBACK.pack
+            self._packet_queue(mqtt.PUBACK, b"".join([pack(mqtt.PUBACK, 2, mid) for mid in mids]),
+                               0, 0)
 
 
 @dataclass(frozen=True)
@@ -93,9 +134,9 @@ class MqttAdapter:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=mqtt.MQTTv5)
+    def _make_client(self) -> _HubClient:
+        client = _HubClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                            protocol=mqtt.MQTTv5)
         client.manual_ack_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=5)
         if self.address.username:
@@ -106,6 +147,7 @@ class MqttAdapter:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.deliver = self._receive
         return client
 
     def start(self) -> None:
@@ -179,21 +221,24 @@ class MqttAdapter:
             log.warning("MQTT disconnected: %s", reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = "<topic is not UTF-8>"
-        ack = (self._generation << 16 | msg.mid) if msg.qos else _NO_ACK
+        """A message paho decoded itself (with properties); the rest come through ``deliver``."""
+        self._receive(msg._topic, msg.payload, msg.qos, msg.mid)  # bytes: may not be UTF-8
+
+    def _receive(self, topic: bytes, payload: bytes | bytearray, qos: int, mid: int) -> None:
+        """Buffer one message; while the buffer is full the network thread waits here."""
+        ack = (self._generation << 16 | mid) if qos else _NO_ACK
         with self._cond:
-            while len(self._buffer) >= self.max_pending and not self._stopping:
+            buffer = self._buffer
+            while len(buffer) >= self.max_pending and not self._stopping:
                 self._cond.wait(0.5)
+                buffer = self._buffer
             if self._stopping:
                 return  # left unacknowledged: the broker delivers it again after restart
-            if not self._buffer:
+            if not buffer:
                 self._first_at = time.monotonic()
-            self._buffer.append((topic, msg.payload, time.time()))
+            buffer.append((topic, payload, time.time()))
             self._acks.append(ack)
-            if len(self._buffer) >= self.batch_size:
+            if len(buffer) == self.batch_size:
                 self._cond.notify_all()
 
     # --- worker thread -----------------------------------------------------------------------
@@ -212,10 +257,14 @@ class MqttAdapter:
                     wait = self.flush_interval if not pending else (
                         self._first_at + self.flush_interval - time.monotonic())
                     self._cond.wait(max(wait, 0.001))
-                messages = self._buffer[:self.batch_size]
-                acks = self._acks[:self.batch_size]
-                del self._buffer[:self.batch_size]
-                del self._acks[:self.batch_size]
+                if pending <= self.batch_size:  # hand the lists over instead of copying
+                    messages, self._buffer = self._buffer, []
+                    acks, self._acks = self._acks, []
+                else:
+                    messages = self._buffer[:self.batch_size]
+                    acks = self._acks[:self.batch_size]
+                    del self._buffer[:self.batch_size]
+                    del self._acks[:self.batch_size]
                 self._first_at = time.monotonic()
                 self._cond.notify_all()
             if not self._store(messages):
@@ -254,9 +303,10 @@ class MqttAdapter:
             try:
                 self._store_batch([message])
             except Exception as exc:  # this one message cannot be stored: dead-letter it
-                log.exception("MQTT message on %s cannot be stored", message[0])
+                topic = message[0].decode("utf-8", "backslashreplace")
+                log.exception("MQTT message on %s cannot be stored", topic)
                 self.pipeline.ingest([], [Rejected(f"could not be stored: {exc}", bytes(message[1]),
-                                                   "mqtt", message[0])])
+                                                   "mqtt", topic)])
                 self.metrics.add("mqtt_messages")
                 self.metrics.add("mqtt_dead_letters")
 
@@ -275,7 +325,5 @@ class MqttAdapter:
         and their packet ids may already name other messages, so they are not acknowledged.
         """
         generation = self._generation
-        ack = self._client.ack
-        for value in acks:
-            if value >= 0 and value >> 16 == generation:
-                ack(value & 0xFFFF, 1)
+        self._client.ack_all([value & 0xFFFF for value in acks
+                              if value >= 0 and value >> 16 == generation])

@@ -25,11 +25,37 @@ from urbanhub.store.entities import HistoryRow, instance_time, numeric_value
 
 _ZERO = timedelta(0)
 #: One MQTT message as the adapter hands it over: topic, raw payload, receive time (epoch s).
-Message = tuple[str, bytes | bytearray, float]
+Message = tuple[bytes, bytes | bytearray, float]
+_MAX_ROUTES = 100_000  # topics remembered per root; beyond that the cache starts again
 
 
 class Unmappable(Exception):
     """A payload (or one key of it) that cannot become a reading; the message is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What an MQTT topic means, worked out once per topic (devices reuse their topics)."""
+
+    topic: str
+    device_id: str | None = None  # {root}/devices/{device_id}/attrs[/{key}]
+    key: str | None = None  # set for a bare value of one attribute
+    fragments: bool = False  # {root}/ngsi-ld/entities
+    error: str | None = None  # no ingest route: why
+
+
+def _route(topic: bytes, root: str) -> _Route:
+    text = topic.decode("utf-8", "backslashreplace")
+    prefix = f"{root}/devices/"
+    if text.startswith(prefix):
+        parts = text[len(prefix):].split("/")
+        if len(parts) < 2 or parts[1] != "attrs" or len(parts) > 3 or not all(parts):
+            return _Route(text, error=f"topic {text!r} is not {prefix}{{deviceId}}/attrs"
+                                      "[/{object_id}]")
+        return _Route(text, parts[0], parts[2] if len(parts) == 3 else None)
+    if text == f"{root}/ngsi-ld/entities":
+        return _Route(text, fragments=True)
+    return _Route(text, error=f"no ingest route for topic {text!r}")
 
 
 @dataclass
@@ -115,6 +141,7 @@ class ReadingMapper:
     def __init__(self, devices: DeviceRegistry, contexts: ContextResolver) -> None:
         self.devices = devices
         self.contexts = contexts
+        self._routes: dict[str, dict[bytes, _Route]] = {}  # per topic root
 
     # --- measurements: {"deviceId"?, "observedAt"?, key: value, ...} --------------------
 
@@ -226,42 +253,37 @@ class ReadingMapper:
         """Map a batch of MQTT messages by topic under ``root`` (scheme in docs/ingest.md)."""
         batch = MappedBatch()
         times: dict[str, tuple[datetime, str]] = {}
-        prefix = f"{root}/devices/"
-        entities_topic = f"{root}/ngsi-ld/entities"
-        cut = len(prefix)
+        routes = self._routes.setdefault(root, {})
         loads = orjson.loads
         for topic, payload, epoch_s in messages:
-            origin = Origin("mqtt", payload, topic, None)
+            route = routes.get(topic)
+            if route is None:
+                if len(routes) >= _MAX_ROUTES:
+                    routes.clear()
+                route = routes[topic] = _route(topic, root)
+            origin = Origin("mqtt", payload, route.topic, None)
             try:
-                if topic.startswith(prefix):
-                    parts = topic[cut:].split("/")
-                    if len(parts) < 2 or parts[1] != "attrs" or len(parts) > 3 or not all(parts):
-                        raise Unmappable(f"topic {topic!r} is not {prefix}{{deviceId}}/attrs"
-                                         "[/{object_id}]")
-                    try:
-                        value = loads(payload)
-                    except orjson.JSONDecodeError:
-                        raise Unmappable("the payload is not JSON") from None
-                    if len(parts) == 3:
-                        self.single_value(batch, origin, parts[0], parts[2], value, epoch_s)
-                    elif type(value) is dict:
-                        if value.get("deviceId", parts[0]) != parts[0]:
-                            raise Unmappable("deviceId in the payload differs from the topic")
-                        self.measurement(batch, origin, parts[0], value, epoch_s, times)
-                    else:
-                        raise Unmappable("a measurement must be a JSON object")
-                elif topic == entities_topic:
-                    try:
-                        value = loads(payload)
-                    except orjson.JSONDecodeError:
-                        raise Unmappable("the payload is not JSON") from None
+                if route.error is not None:
+                    raise Unmappable(route.error)
+                try:
+                    value = loads(payload)
+                except orjson.JSONDecodeError:
+                    raise Unmappable("the payload is not JSON") from None
+                device_id = route.device_id
+                if device_id is None:  # the NGSI-LD entities topic
                     fragments = value if type(value) is list else [value]
                     for fragment in fragments:
                         if type(fragment) is not dict:
                             raise Unmappable("an NGSI-LD fragment must be a JSON object")
                         self.fragment(batch, origin, fragment, None, epoch_s)
+                elif route.key is not None:
+                    self.single_value(batch, origin, device_id, route.key, value, epoch_s)
+                elif type(value) is dict:
+                    if value.get("deviceId", device_id) != device_id:
+                        raise Unmappable("deviceId in the payload differs from the topic")
+                    self.measurement(batch, origin, device_id, value, epoch_s, times)
                 else:
-                    raise Unmappable(f"no ingest route for topic {topic!r}")
+                    raise Unmappable("a measurement must be a JSON object")
             except Unmappable as exc:
                 self._reject(batch, origin, str(exc))
         return batch
