@@ -13,16 +13,14 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from urbanhub.api.jsonld import JSON, JSON_LD, hub_of, link_context
+from urbanhub.api.jsonld import JSON, JSON_LD, hub_of, link_context, read_raw_body
 from urbanhub.api.problems import problem_responses
 from urbanhub.api.security import caller_of
 from urbanhub.ingest.pipeline import IngestReport, Rejected
 from urbanhub.model.errors import (
     BadRequestData,
     InvalidRequest,
-    PayloadTooLarge,
     TooManyResults,
-    UnsupportedMediaType,
 )
 from urbanhub.ngsild.context import TermMap
 from urbanhub.ngsild.timeutil import format_datetime
@@ -46,27 +44,6 @@ _PAGING = [{"name": "limit", "in": "query", "required": False,
             "description": "Items to skip."}]
 _SOURCE = {"name": "source", "in": "query", "required": False, "schema": {"type": "string"},
            "description": "Only dead letters from this adapter (mqtt, http, file)."}
-
-
-async def _raw_body(request: Request) -> bytes:
-    """The request body, refused early when it is not JSON or larger than the limit."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in (JSON, JSON_LD):
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json or application/ld+json, got "
-            f"{media or 'none'}.")
-    limit = hub_of(request).settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _page(request: Request) -> tuple[int, int]:
@@ -109,7 +86,7 @@ def _render_device(record: DeviceRecord, terms: TermMap) -> dict[str, Any]:
 @router.post("/devices", status_code=201, openapi_extra=_JSON_BODY)
 async def provision_device(request: Request) -> Response:
     """Register a device and create its entity (type and static attributes) if it is new."""
-    raw = await _raw_body(request)
+    raw = await read_raw_body(request, {JSON, JSON_LD})
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -155,7 +132,7 @@ async def delete_device(device_id: str, request: Request) -> Response:
 @router.post("/readings", openapi_extra=_JSON_ARRAY)
 async def post_readings(request: Request) -> Response:
     """Store a JSON array of measurements and NGSI-LD fragments; bad elements dead-letter."""
-    raw = await _raw_body(request)
+    raw = await read_raw_body(request, {JSON, JSON_LD})
     hub = hub_of(request)
     context = link_context(request)
     try:

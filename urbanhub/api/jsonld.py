@@ -54,10 +54,10 @@ def link_context(request: Request) -> str | None:
     raise BadRequestData(f"The Link header {header!r} is not a JSON-LD context link.")
 
 
-async def read_body(request: Request, *, allow_merge_patch: bool = False) -> tuple[Any, Any]:
-    """Parse the JSON body and return (payload, @context it declared or linked)."""
+async def read_raw_body(request: Request, allowed: set[str]) -> bytes:
+    """The request body, refused early when its media type is not allowed (415) or it is
+    larger than the configured limit (413, also when the length was not declared)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    allowed = {JSON, JSON_LD} | ({MERGE_PATCH} if allow_merge_patch else set())
     if media not in allowed:
         raise UnsupportedMediaType(
             f"Content-Type must be one of {', '.join(sorted(allowed))}, got {media or 'none'}.")
@@ -72,7 +72,14 @@ async def read_body(request: Request, *, allow_merge_patch: bool = False) -> tup
         if size > limit:
             raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes.")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_body(request: Request, *, allow_merge_patch: bool = False) -> tuple[Any, Any]:
+    """Parse the JSON body and return (payload, @context it declared or linked)."""
+    allowed = {JSON, JSON_LD} | ({MERGE_PATCH} if allow_merge_patch else set())
+    raw = await read_raw_body(request, allowed)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not raw:
         raise InvalidRequest("The request has no body.")
     try:
