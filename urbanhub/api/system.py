@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select
 from starlette.responses import Response
 
 from urbanhub import __version__
@@ -15,7 +14,7 @@ from urbanhub.api.jsonld import hub_of
 from urbanhub.api.problems import problem_responses
 from urbanhub.model.errors import ResourceNotFound
 from urbanhub.ngsild.context import SHIPPED_CONTEXTS
-from urbanhub.store.tables import dead_letters
+from urbanhub.store.dead_letters import count_dead_letters
 
 router = APIRouter(tags=["System"], responses=problem_responses(404, 503))
 
@@ -28,7 +27,7 @@ async def health(request: Request) -> Response:
     ready = True
     try:
         with hub.engine.connect() as connection:
-            dead = connection.scalar(select(func.count()).select_from(dead_letters))
+            dead = count_dead_letters(connection)
         checks["database"] = {"status": "up", "backend": hub.store.dialect}
     except Exception as exc:  # readiness reports any database failure, it never raises
         ready = False

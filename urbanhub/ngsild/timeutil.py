@@ -29,9 +29,6 @@ def format_datetime(moment: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-def normalise_datetime(text: object, what: str = "timestamp") -> str:
-    return format_datetime(parse_datetime(text, what))
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

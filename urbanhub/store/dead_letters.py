@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, func, select
 
 from urbanhub.store.tables import dead_letters
 
@@ -37,6 +37,3 @@ def list_dead_letters(conn: Connection, *, limit: int = 100, offset: int = 0,
 def count_dead_letters(conn: Connection) -> int:
     return int(conn.scalar(select(func.count()).select_from(dead_letters)) or 0)
 
-
-def purge_dead_letters(conn: Connection, before: datetime) -> int:
-    return conn.execute(delete(dead_letters).where(dead_letters.c.received_at < before)).rowcount
