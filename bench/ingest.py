@@ -105,7 +105,8 @@ def provision(client: httpx.Client, devices: int) -> list[str]:
     return ids
 
 
-def measurement_batches(devices: list[str], readings: int, batch_readings: int) -> list[bytes]:
+def measurement_batches(devices: list[str], readings: int, batch_readings: int,
+                        start: datetime = START) -> list[bytes]:
     """Pre-serialised request bodies: each measurement carries one value per attribute."""
     per_message = len(ATTRS)
     messages = readings // per_message
@@ -113,7 +114,7 @@ def measurement_batches(devices: list[str], readings: int, batch_readings: int) 
     batch: list[dict[str, object]] = []
     for n in range(messages):
         device = devices[n % len(devices)]
-        moment = START + timedelta(seconds=60 * (n // len(devices)))
+        moment = start + timedelta(seconds=60 * (n // len(devices)))
         batch.append({"deviceId": device, "observedAt": moment.isoformat().replace(
             "+00:00", "Z"), **{a: float((n * 7 + i) % 500) / 3 for i, a in enumerate(ATTRS)}})
         if len(batch) * per_message >= batch_readings:
@@ -124,15 +125,27 @@ def measurement_batches(devices: list[str], readings: int, batch_readings: int) 
     return bodies
 
 
-def http_ingest_rate(client: httpx.Client, bodies: list[bytes]) -> tuple[float, int]:
-    stored = 0
+def http_ingest_rate(base: str, bodies: list[bytes], senders: int) -> tuple[float, int]:
+    """Readings/s stored through POST /ingest/v1/readings by ``senders`` concurrent clients
+    (gateways post in parallel; one client alone leaves the database idle while the hub
+    parses)."""
+    stored = [0] * senders
+
+    def send(index: int) -> None:
+        with httpx.Client(base_url=base, timeout=120) as client:
+            for body in bodies[index::senders]:
+                response = client.post("/ingest/v1/readings", content=body,
+                                       headers={"Content-Type": "application/json"})
+                response.raise_for_status()
+                stored[index] += int(response.json()["stored"])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
     started = time.perf_counter()
-    for body in bodies:
-        response = client.post("/ingest/v1/readings", content=body,
-                               headers={"Content-Type": "application/json"}, timeout=120)
-        response.raise_for_status()
-        stored += int(response.json()["stored"])
-    return stored / (time.perf_counter() - started), stored
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(stored) / (time.perf_counter() - started), sum(stored)
 
 
 def raw_rows(bodies: list[bytes]) -> list[tuple[str, str, datetime, float]]:
@@ -398,13 +411,17 @@ def run_backend(backend: str, quick: bool) -> None:
                 httpx.Client(base_url=base, timeout=60) as client:
             devices = provision(client, 1000)
             bodies = measurement_batches(devices, readings, 20_000)
-            rate, stored = http_ingest_rate(client, bodies)
+            rate, stored = http_ingest_rate(base, bodies, senders=1)
+            parallel, _ = http_ingest_rate(base, measurement_batches(
+                devices, readings, 20_000, START + timedelta(days=20)), senders=4)
             rows = raw_rows(bodies)
             baseline = (raw_copy_rate(database_url, rows) if backend == "postgres"
                         else raw_sqlite_rate(Path(tmp) / "raw.db", rows))
             label = "COPY" if backend == "postgres" else "executemany"
-            print(f"HTTP batch ingest   {rate:>10,.0f} readings/s  ({stored:,} stored)   raw "
-                  f"{label} {baseline:>10,.0f} rows/s   ratio {rate / baseline:.2f}", flush=True)
+            print(f"HTTP batch ingest   {rate:>10,.0f} readings/s  ({stored:,} stored), with 4 "
+                  f"concurrent senders {parallel:>10,.0f}/s   raw {label} {baseline:>10,.0f}"
+                  f" rows/s   ratio {rate / baseline:.2f} / {parallel / baseline:.2f}",
+                  flush=True)
             for qos in (0, 1):
                 topics, payloads = mqtt_messages(root, devices, mqtt_count, 60 * 24 * (qos + 1))
                 bare_topics = [t.replace(root, f"{root}x", 1) for t in topics]
