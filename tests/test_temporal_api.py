@@ -17,6 +17,7 @@ from urbanhub.model.errors import OperationNotSupported
 from urbanhub.ngsild.context import TermMap
 from urbanhub.ngsild.geo import parse_geo_query
 from urbanhub.ngsild.q import parse_q
+from urbanhub.store import history
 
 T = "/ngsi-ld/v1/temporal/entities"
 LD = {"Content-Type": "application/ld+json"}
@@ -346,6 +347,44 @@ def test_aggregates_keep_entities_attributes_and_datasets_apart(client: TestClie
                                 "max": hours(base + 51, base + 52)}
             assert got[entity_id]["no2"]["sum"] == hours(base + 10, base + 20)
     hub.temporal.use_rollups = True
+
+
+@pytest.mark.parametrize("step", [timedelta(hours=1), timedelta(hours=3), None])
+def test_rollup_query_per_entity_of_the_page(client: TestClient, step: timedelta | None) -> None:
+    """The rollups answer only for the entities asked, each once, in key order, with the
+    figures raw history gives; entities without history or out of the range have none."""
+    other = "urn:ngsi-ld:Dataset:b"
+    outside = "urn:ngsi-ld:Sensor:s3"
+    for number, entity_id in enumerate((S1, S2, outside)):
+        late = 100 if entity_id == outside else 0
+        body = temporal(entity_id,
+                        pm25=[reading(number * 10 + h, at(late + h, 20)) for h in range(5)]
+                        + [reading(h / 4, at(late + h, 40), datasetId=other) for h in range(2)],
+                        no2=[reading(h + 0.5, at(late + h, 5)) for h in range(4)])
+        assert post(client, body).status_code == 201
+    hub: Hub = client.app.state.hub  # type: ignore[attr-defined]
+    names = [f"https://smartdatamodels.org/dataModel.Environment/{n}" for n in ("pm25", "no2")]
+    ids = [S2, "urn:ngsi-ld:Sensor:none", S1, outside, S2]
+    start, end = DAY, DAY + timedelta(hours=6)
+    step_us = int(step.total_seconds()) * 1_000_000 if step else None
+    with hub.store.read() as conn:
+        fast = history.rollup_aggregates(conn, ids, names, start, end, origin=start,
+                                         step_us=step_us)
+        slow = history.raw_aggregates(conn, ids, names, start, end, origin=start,
+                                      step_us=step_us, distinct=False)
+    keys = [(s.entity_id, s.name, s.dataset_id) for s in fast]
+    assert len(keys) == len(set(keys)) == 6
+    assert {k[0] for k in keys} == {S1, S2}
+    assert sorted(keys) == sorted((s.entity_id, s.name, s.dataset_id) for s in slow)
+    by_key = {(s.entity_id, s.name, s.dataset_id): s for s in slow}
+    for series in fast:
+        raw = by_key[(series.entity_id, series.name, series.dataset_id)]
+        assert list(series.periods) == sorted(series.periods)
+        assert (series.periods, series.instances, series.n, series.total, series.total_sq,
+                series.minimum, series.maximum) == (
+            raw.periods, raw.instances, raw.n, raw.total, raw.total_sq, raw.minimum,
+            raw.maximum)
+    assert [k for k in keys if k[0] == S1] == sorted(k for k in keys if k[0] == S1)
 
 
 def test_rollups_need_whole_hours() -> None:

@@ -22,6 +22,8 @@ from sqlalchemy import (
     Engine,
     Text,
     and_,
+    any_,
+    bindparam,
     cast,
     delete,
     event,
@@ -253,9 +255,20 @@ class EntityStore:
         """Entities by id with their current attributes (only ``names`` when given), in the
         order of ``ids``."""
         loaded: dict[str, Entity] = {}
-        for start in range(0, len(ids), 900):
-            part = list(ids[start:start + 900])
-            for row in conn.execute(select(entities).where(entities.c.id.in_(part))):
+        # PostgreSQL takes the ids as one array parameter, in one go: an expanded IN of
+        # 1,000 ids costs more to build and parse than the rows cost to read. SQLite
+        # keeps expanded IN lists, in chunks under its limit on bound variables.
+        postgres = self.dialect == "postgresql"
+        size = max(len(ids), 1) if postgres else 900
+        for start in range(0, len(ids), size):
+            part = list(ids[start:start + size])
+            if postgres:
+                array = bindparam("ids", part, type_=postgresql.ARRAY(Text))
+                of_entity: ColumnElement[bool] = entities.c.id == any_(array)
+                of_attribute: ColumnElement[bool] = attributes.c.entity_id == any_(array)
+            else:
+                of_entity, of_attribute = entities.c.id.in_(part), attributes.c.entity_id.in_(part)
+            for row in conn.execute(select(entities).where(of_entity)).all():
                 entity: Entity = {"id": row.id, "type": orjson.loads(row.types),
                                   "createdAt": format_datetime(row.created_at),
                                   "modifiedAt": format_datetime(row.modified_at), "attrs": {}}
@@ -263,10 +276,10 @@ class EntityStore:
                     entity["scope"] = orjson.loads(row.scope)
                 loaded[row.id] = entity
             wanted = select(attributes.c.entity_id, attributes.c.name, attributes.c.dataset_id,
-                            attributes.c.instance).where(attributes.c.entity_id.in_(part))
+                            attributes.c.instance).where(of_attribute)
             if names is not None:
                 wanted = wanted.where(attributes.c.name.in_(list(names)))
-            for arow in conn.execute(wanted):
+            for arow in conn.execute(wanted).all():
                 owner = loaded.get(arow.entity_id)
                 if owner is not None:
                     owner["attrs"].setdefault(arow.name, {})[arow.dataset_id] = orjson.loads(
