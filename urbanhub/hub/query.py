@@ -88,10 +88,6 @@ class QueryService:
                     break
             return QueryResult(matched, seen if query.count else None)
 
-    def entity_exists(self, caller: Caller, entity_id: str) -> bool:
-        with self.store.read() as conn:
-            return self.store.exists(conn, entity_id)
-
     def types(self, caller: Caller) -> list[TypeSummary]:
         with self.store.read() as conn:
             counts = self.store.type_names(conn)
