@@ -252,3 +252,14 @@ def test_smart_data_model_examples_round_trip(client: TestClient, sdm_dir: Path)
             body.pop("@context")
             expected = {k: v for k, v in payload.items() if k != "@context"}
             assert body == expected, (folder.name, name)
+
+
+def test_huge_paging_numbers_are_400_not_overflows(client: TestClient) -> None:
+    for path in ("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities",
+                 "/ingest/v1/devices", "/ingest/v1/dead-letters"):
+        for name in ("limit", "offset"):
+            response = client.get(path, params={"type": "T", name: 10**20})
+            assert response.status_code == 400, (path, name, response.text)
+            assert response.json()["detail"] == f"{name} must be at most {2**31 - 1}."
+    lastn = client.get("/ngsi-ld/v1/temporal/entities", params={"type": "T", "lastN": 10**20})
+    assert lastn.status_code == 400

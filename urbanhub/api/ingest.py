@@ -14,13 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from urbanhub.api.jsonld import JSON, JSON_LD, hub_of, link_context, read_raw_body
+from urbanhub.api.params import documented, limit_offset
 from urbanhub.api.problems import problem_responses
 from urbanhub.api.security import caller_of
 from urbanhub.ingest.pipeline import IngestReport, Rejected
 from urbanhub.model.errors import (
     BadRequestData,
     InvalidRequest,
-    TooManyResults,
 )
 from urbanhub.ngsild.context import TermMap
 from urbanhub.ngsild.timeutil import format_datetime
@@ -36,33 +36,6 @@ _JSON_BODY = {"requestBody": {"required": True, "content": {
 _JSON_ARRAY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "array", "items": {}}},
     "application/ld+json": {"schema": {"type": "array", "items": {}}}}}}
-_MAX_OFFSET = 2**31 - 1  # what every backend takes in LIMIT/OFFSET
-_PAGING = [{"name": "limit", "in": "query", "required": False,
-            "schema": {"type": "integer", "minimum": 0}, "description": "Page size."},
-           {"name": "offset", "in": "query", "required": False,
-            "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_OFFSET},
-            "description": "Items to skip."}]
-_SOURCE = {"name": "source", "in": "query", "required": False, "schema": {"type": "string"},
-           "description": "Only dead letters from this adapter (mqtt, http, file)."}
-
-
-def _page(request: Request) -> tuple[int, int]:
-    settings = hub_of(request).settings
-    values = []
-    for name, default in (("limit", settings.default_page_size), ("offset", 0)):
-        raw = request.query_params.get(name)
-        try:
-            value = default if raw is None else int(raw)
-        except ValueError as exc:
-            raise BadRequestData(f"{name} must be a whole number, got {raw!r}.") from exc
-        if not 0 <= value <= _MAX_OFFSET:
-            raise BadRequestData(f"{name} must be between 0 and {_MAX_OFFSET}.")
-        values.append(value)
-    if values[0] > settings.max_page_size:
-        raise TooManyResults(f"limit may be at most {settings.max_page_size}.")
-    return values[0], values[1]
-
-
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
 
@@ -102,9 +75,9 @@ async def provision_device(request: Request) -> Response:
                  {"Location": f"/ingest/v1/devices/{record.id}"})
 
 
-@router.get("/devices", openapi_extra={"parameters": _PAGING})
+@router.get("/devices", openapi_extra=documented("limit", "offset"))
 async def list_devices(request: Request) -> Response:
-    limit, offset = _page(request)
+    limit, offset = limit_offset(request, hub_of(request))
     hub = hub_of(request)
     terms = hub.contexts.resolve(link_context(request))
     records, total = await run_in_threadpool(hub.devices.page, limit=limit, offset=offset)
@@ -161,10 +134,10 @@ def _ingest_items(request: Request, items: list[Any], context: Any) -> IngestRep
 
 # --- dead letters --------------------------------------------------------------------------
 
-@router.get("/dead-letters", openapi_extra={"parameters": [*_PAGING, _SOURCE]})
+@router.get("/dead-letters", openapi_extra=documented("limit", "offset", "source"))
 async def dead_letters(request: Request) -> Response:
     """What ingest refused, newest first, with the raw payload (text, or base64)."""
-    limit, offset = _page(request)
+    limit, offset = limit_offset(request, hub_of(request))
     source = request.query_params.get("source")
     hub = hub_of(request)
 

@@ -56,7 +56,9 @@ _PARAMETERS: dict[str, tuple[str, str]] = {
     "lastN": ("integer", "Only the newest N instances of each attribute."),
     "aggrMethods": ("string", "totalCount, distinctCount, sum, sumsq, avg, min, max, stddev."),
     "aggrPeriodDuration": ("string", "ISO 8601 duration of each aggregation period."),
+    "source": ("string", "Only dead letters from this adapter (mqtt, http, file)."),
 }
+MAX_INT = 2**31 - 1  # what every backend takes in LIMIT/OFFSET
 
 #: Parameters of an entity query (GET /entities and GET /temporal/entities).
 ENTITY_QUERY = ("type", "id", "idPattern", "attrs", "q", "scopeQ", "georel", "geometry",
@@ -69,7 +71,7 @@ def documented(*names: str, body: dict[str, Any] | None = None) -> dict[str, Any
     extra["parameters"] = [
         {"name": name, "in": "query", "required": False, "description": _PARAMETERS[name][1],
          "schema": {"type": _PARAMETERS[name][0]} | (
-             {"minimum": 0} if _PARAMETERS[name][0] == "integer" else {})}
+             {"minimum": 0, "maximum": MAX_INT} if _PARAMETERS[name][0] == "integer" else {})}
         for name in names]
     return extra
 
@@ -85,6 +87,7 @@ def split_param(value: str | None, name: str) -> list[str] | None:
 
 
 def int_param(raw: str | None, name: str, default: int) -> int:
+    """A whole number from 0 to MAX_INT: larger ones overflow the databases' LIMIT/OFFSET."""
     if raw is None:
         return default
     try:
@@ -93,6 +96,8 @@ def int_param(raw: str | None, name: str, default: int) -> int:
         raise BadRequestData(f"{name} must be a whole number, got {raw!r}.") from exc
     if value < 0:
         raise BadRequestData(f"{name} must not be negative.")
+    if value > MAX_INT:
+        raise BadRequestData(f"{name} must be at most {MAX_INT}.")
     return value
 
 
@@ -100,13 +105,20 @@ def flag_param(request: Request, name: str) -> bool:
     return request.query_params.get(name, "false").lower() == "true"
 
 
-def page(request: Request, hub: Hub) -> tuple[int, int, bool]:
-    """limit, offset and count, checked against the configured maximum page size."""
+def limit_offset(request: Request, hub: Hub) -> tuple[int, int]:
+    """limit and offset, checked against the configured maximum page size."""
     params = request.query_params
     limit = int_param(params.get("limit"), "limit", hub.settings.default_page_size)
     offset = int_param(params.get("offset"), "offset", 0)
     if limit > hub.settings.max_page_size:
         raise TooManyResults(f"limit may be at most {hub.settings.max_page_size}.")
+    return limit, offset
+
+
+def page(request: Request, hub: Hub) -> tuple[int, int, bool]:
+    """limit, offset and count (NGSI-LD queries: limit=0 only asks for the count)."""
+    params = request.query_params
+    limit, offset = limit_offset(request, hub)
     # options=count is how some clients (and NGSI-LD before v1.3) ask for the count.
     count = flag_param(request, "count") or "count" in (
         split_param(params.get("options"), "options") or [])
