@@ -7,28 +7,17 @@ from urllib.parse import quote
 
 from fastapi.testclient import TestClient
 
+from tests.ngsi import CONTEXT_REL, ENV, ENV_LINK, LD, air_quality
+
 BASE = "/ngsi-ld/v1"
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
-ENV = ("https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/"
-       "master/context.jsonld")
-CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
-ENV_LINK = {"Link": f'<{ENV}>; rel="{CONTEXT_REL}"; type="application/ld+json"'}
-LD = {"Content-Type": "application/ld+json"}
 JSON = {"Content-Type": "application/json"}
 ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
 AQ = "urn:ngsi-ld:AirQualityObserved:c1"
 
 
 def air(entity_id: str = AQ, pm25: float = 12.5, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": entity_id, "type": "AirQualityObserved",
-        "pm25": {"type": "Property", "value": pm25, "unitCode": "GQ",
-                 "observedAt": "2024-03-01T10:00:00Z"},
-        "location": {"type": "GeoProperty",
-                     "value": {"type": "Point", "coordinates": [116.4, 39.9]}},
-        "@context": ENV}
-    body.update(extra)
-    return body
+    return air_quality(entity_id, pm25, **extra)
 
 
 def create(client: TestClient, body: dict[str, Any]) -> None:

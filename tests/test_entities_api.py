@@ -8,23 +8,13 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-LD = {"Content-Type": "application/ld+json"}
-ENV_CONTEXT = ("https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/"
-               "master/context.jsonld")
-ENV_LINK = {"Link": f'<{ENV_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; '
-                    'type="application/ld+json"'}
+from tests.ngsi import ENV as ENV_CONTEXT
+from tests.ngsi import ENV_LINK, LD, air_quality
 
 
 def sensor(entity_id: str = "urn:ngsi-ld:AirQualityObserved:s1", pm25: float = 12.5,
            **extra: Any) -> dict[str, Any]:
-    body = {"id": entity_id, "type": "AirQualityObserved",
-            "pm25": {"type": "Property", "value": pm25, "unitCode": "GQ",
-                     "observedAt": "2024-03-01T10:00:00Z"},
-            "location": {"type": "GeoProperty",
-                         "value": {"type": "Point", "coordinates": [116.4, 39.9]}},
-            "@context": ENV_CONTEXT}
-    body.update(extra)
-    return body
+    return air_quality(entity_id, pm25, **extra)
 
 
 def test_create_then_retrieve_normalized_and_key_values(client: TestClient) -> None:
