@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from urbanhub.api.jsonld import (
@@ -107,11 +108,7 @@ def _update_result(result: UpdateResult, terms: TermMap) -> Response | None:
     body = {"updated": [terms.compact(n) for n in result.updated],
             "notUpdated": [{"attributeName": terms.compact(n), "reason": why}
                            for n, why in result.not_updated]}
-    return Response(_dumps(body), status_code=207, media_type="application/json")
-
-
-def _dumps(data: Any) -> bytes:
-    return orjson.dumps(data)
+    return Response(orjson.dumps(body), status_code=207, media_type="application/json")
 
 
 # --- entities -------------------------------------------------------------------------
@@ -120,15 +117,15 @@ def _dumps(data: Any) -> bytes:
 @router.post("/entities/", status_code=201, include_in_schema=False)  # as ngsildclient posts
 async def create_entity(request: Request) -> Response:
     payload, context = await read_body(request)
-    terms = terms_for(request, context)
+    terms = await run_in_threadpool(terms_for, request, context)
     entity = parse_entity(payload, terms)
     hub = hub_of(request)
-    hub.entities.create(caller_of(request), entity)
+    await run_in_threadpool(hub.entities.create, caller_of(request), entity)
     return Response(status_code=201, headers={"Location": f"/ngsi-ld/v1/entities/{entity['id']}"})
 
 
 @router.get("/entities", openapi_extra=_geo_documented(*ENTITY_QUERY, "pick", "omit", "lang"))
-async def query_entities(request: Request) -> Response:
+def query_entities(request: Request) -> Response:
     media = negotiate(request, geo=True)
     context = link_context(request)
     terms = terms_for(request, context)
@@ -176,7 +173,7 @@ def _feature(entity: Entity, request: Request, terms: TermMap, keep: list[str] |
 def _geo_response(data: dict[str, Any], context: Any, headers: dict[str, str]) -> Response:
     """GeoJSON has no Link-header convention for JSON-LD: the @context goes in the body."""
     data["@context"] = context if context is not None else CORE_CONTEXT_URL
-    return Response(_dumps(data), media_type=GEO_JSON, headers=headers)
+    return Response(orjson.dumps(data), media_type=GEO_JSON, headers=headers)
 
 
 @router.get("/entities/{entity_id:path}/attrs/{attr}", include_in_schema=False)
@@ -190,11 +187,12 @@ async def unsupported_get_attr(entity_id: str, attr: str) -> Response:
 async def append_attributes(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
-    terms = terms_for(request, context)
+    terms = await run_in_threadpool(terms_for, request, context)
     fragment = _fragment(payload, terms)
     options = split_param(request.query_params.get("options"), "options") or []
     no_overwrite = "noOverwrite" in options
-    result = hub_of(request).entities.append(caller_of(request), entity_id, fragment,
+    result = await run_in_threadpool(hub_of(request).entities.append, caller_of(request),
+                                     entity_id, fragment,
                                              no_overwrite=no_overwrite)
     return _update_result(result, terms) or Response(status_code=204)
 
@@ -203,8 +201,9 @@ async def append_attributes(entity_id: str, request: Request) -> Response:
 async def update_attributes(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
-    terms = terms_for(request, context)
-    result = hub_of(request).entities.update(caller_of(request), entity_id,
+    terms = await run_in_threadpool(terms_for, request, context)
+    result = await run_in_threadpool(hub_of(request).entities.update, caller_of(request),
+                                     entity_id,
                                              _fragment(payload, terms))
     return _update_result(result, terms) or Response(status_code=204)
 
@@ -214,7 +213,7 @@ async def patch_attribute(entity_id: str, attr: str, request: Request) -> Respon
     check_entity_id(entity_id)
     check_name(attr)
     payload, context = await read_body(request)
-    terms = terms_for(request, context)
+    terms = await run_in_threadpool(terms_for, request, context)
     if not isinstance(payload, dict):
         raise BadRequestData("The attribute fragment must be a JSON object.")
     body = {k: v for k, v in payload.items() if k != "@context"}
@@ -225,14 +224,15 @@ async def patch_attribute(entity_id: str, attr: str, request: Request) -> Respon
     if not has_content:
         instance.pop("value")
         instance.pop("type")
-    hub_of(request).entities.patch_attribute(caller_of(request), entity_id,
+    await run_in_threadpool(hub_of(request).entities.patch_attribute, caller_of(request),
+                            entity_id,
                                              terms.expand(attr), instance)
     return Response(status_code=204)
 
 
 @router.delete("/entities/{entity_id:path}/attrs/{attr}", status_code=204,
                openapi_extra=documented("datasetId", "deleteAll"))
-async def delete_attribute(entity_id: str, attr: str, request: Request) -> Response:
+def delete_attribute(entity_id: str, attr: str, request: Request) -> Response:
     check_entity_id(entity_id)
     check_name(attr)
     terms = terms_for(request, link_context(request))
@@ -249,7 +249,7 @@ async def delete_attribute(entity_id: str, attr: str, request: Request) -> Respo
 @router.get("/entities/{entity_id:path}",
             openapi_extra=_geo_documented("attrs", "pick", "omit", "options", "format",
                                           "lang"))
-async def retrieve_entity(entity_id: str, request: Request) -> Response:
+def retrieve_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     media = negotiate(request, geo=True)
     context = link_context(request)
@@ -265,9 +265,10 @@ async def retrieve_entity(entity_id: str, request: Request) -> Response:
 async def replace_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
-    terms = terms_for(request, context)
+    terms = await run_in_threadpool(terms_for, request, context)
     entity = parse_entity(payload, terms, need_id=False, need_type=False)
-    hub_of(request).entities.replace(caller_of(request), entity_id, entity)
+    await run_in_threadpool(hub_of(request).entities.replace, caller_of(request), entity_id,
+                            entity)
     return Response(status_code=204)
 
 
@@ -275,16 +276,17 @@ async def replace_entity(entity_id: str, request: Request) -> Response:
 async def merge_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request, allow_merge_patch=True)
-    terms = terms_for(request, context)
+    terms = await run_in_threadpool(terms_for, request, context)
     entity = parse_entity(payload, terms, need_id=False, need_type=False)
     if entity.get("id", entity_id) != entity_id:
         raise BadRequestData("The entity id in the body differs from the one in the URL.")
-    hub_of(request).entities.merge(caller_of(request), entity_id, entity)
+    await run_in_threadpool(hub_of(request).entities.merge, caller_of(request), entity_id,
+                            entity)
     return Response(status_code=204)
 
 
 @router.delete("/entities/{entity_id:path}", status_code=204)
-async def delete_entity(entity_id: str, request: Request) -> Response:
+def delete_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     hub_of(request).entities.delete(caller_of(request), entity_id)
     return Response(status_code=204)
@@ -313,7 +315,8 @@ async def batch_operation(operation: str, request: Request) -> Response:
         return parse_entity(item, terms_for(request, item_context),
                             need_type=operation != "update")
 
-    result = hub.entities.batch(
+    result = await run_in_threadpool(
+        hub.entities.batch,
         caller_of(request), operation, payload, parse,
         **({"update_mode": "update" if "update" in options else "replace"}
            if operation == "upsert" else {}),
@@ -323,11 +326,11 @@ async def batch_operation(operation: str, request: Request) -> Response:
               for entity_id, exc in result.failed]
     if not result.failed:
         if result.created:  # create, and an upsert that created entities (§6.15.3.1)
-            return Response(_dumps(result.created), status_code=201,
+            return Response(orjson.dumps(result.created), status_code=201,
                             media_type="application/json")
         return Response(status_code=204)
     # 207 also when nothing succeeded: the per-entity errors are the answer (§6.14-6.17).
-    return Response(_dumps({"success": result.succeeded, "errors": errors}), status_code=207,
+    return Response(orjson.dumps({"success": result.succeeded, "errors": errors}), status_code=207,
                     media_type="application/json")
 
 
@@ -335,7 +338,7 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
     """POST /entityOperations/query: a Query object in the body instead of parameters."""
     if not isinstance(payload, dict) or payload.get("type") != "Query":
         raise BadRequestData('The body must be a Query object ({"type": "Query", …}).')
-    terms = terms_for(request, context)
+    terms = await run_in_threadpool(terms_for, request, context)
     hub = hub_of(request)
     limit, offset, count = page(request, hub)
     selectors = payload.get("entities") or []
@@ -355,13 +358,13 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
     geo_q = payload.get("geoQ")
     if isinstance(geo_q, dict):
         coordinates = geo_q.get("coordinates")
-        geo = parse_geo_query(geo_q.get("georel"), geo_q.get("geometry"),
-                              _dumps(coordinates).decode() if coordinates is not None else None,
+        text = orjson.dumps(coordinates).decode() if coordinates is not None else None
+        geo = parse_geo_query(geo_q.get("georel"), geo_q.get("geometry"), text,
                               geo_q.get("geoproperty"), terms)
         if geo is not None:
             query.predicates.append(geo.predicate)
             query.bbox = geo.bbox
-    result = hub.queries.query(caller_of(request), query)
+    result = await run_in_threadpool(hub.queries.query, caller_of(request), query)
     body = [_render(e, request, terms, query.attrs) for e in result.entities]
     headers = {"NGSILD-Results-Count": str(result.total)} if result.total is not None else {}
     return ngsi_response(request, body, context, headers=headers)
@@ -370,7 +373,7 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
 # --- types and attributes ------------------------------------------------------------
 
 @router.get("/types", openapi_extra=documented("details"))
-async def list_types(request: Request) -> Response:
+def list_types(request: Request) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
     summaries = hub_of(request).queries.types(caller_of(request))
@@ -386,7 +389,7 @@ async def list_types(request: Request) -> Response:
 
 
 @router.get("/types/{type_name}")
-async def type_info(type_name: str, request: Request) -> Response:
+def type_info(type_name: str, request: Request) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
     wanted = terms.expand(check_name(type_name, "entity type"))
@@ -403,7 +406,7 @@ async def type_info(type_name: str, request: Request) -> Response:
 
 
 @router.get("/attributes", openapi_extra=documented("details"))
-async def list_attributes(request: Request) -> Response:
+def list_attributes(request: Request) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
     summary = hub_of(request).queries.attributes(caller_of(request))
@@ -419,7 +422,7 @@ async def list_attributes(request: Request) -> Response:
 
 
 @router.get("/attributes/{attr}")
-async def attribute_info(attr: str, request: Request) -> Response:
+def attribute_info(attr: str, request: Request) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
     wanted = terms.expand(check_name(attr))

@@ -20,7 +20,7 @@ router = APIRouter(tags=["System"], responses=problem_responses(404, 503))
 
 
 @router.get("/health")
-async def health(request: Request) -> Response:
+def health(request: Request) -> Response:
     """Liveness plus readiness: database reachable, broker state, ingest counters."""
     hub = hub_of(request)
     checks: dict[str, Any] = {}

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from urbanhub.api.jsonld import hub_of, link_context, ngsi_response, read_body, terms_for
@@ -68,7 +69,7 @@ def instance_id(item: HistoryInstance) -> str:
 
 @router.get("/temporal/entities/{entity_id:path}",
             openapi_extra=documented("attrs", "options", "format", *_TEMPORAL))
-async def retrieve_temporal_entity(entity_id: str, request: Request) -> Response:
+def retrieve_temporal_entity(entity_id: str, request: Request) -> Response:
     check_entity_id(entity_id)
     context = link_context(request)
     terms = terms_for(request, context)
@@ -80,7 +81,7 @@ async def retrieve_temporal_entity(entity_id: str, request: Request) -> Response
 
 
 @router.get("/temporal/entities", openapi_extra=documented(*ENTITY_QUERY, *_TEMPORAL))
-async def query_temporal_entities(request: Request) -> Response:
+def query_temporal_entities(request: Request) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
     form, sys_attrs = _representation(request)
@@ -99,9 +100,10 @@ async def query_temporal_entities(request: Request) -> Response:
 async def provide_temporal_entity(request: Request) -> Response:
     """Create an entity from its temporal representation (201) or add to its history (204)."""
     payload, context = await read_body(request)
-    terms = terms_for(request, context)
+    terms = await run_in_threadpool(terms_for, request, context)
     entity, attrs = parse_temporal_entity(payload, terms)
-    created = hub_of(request).temporal.provide(caller_of(request), entity, attrs)
+    created = await run_in_threadpool(hub_of(request).temporal.provide, caller_of(request),
+                                      entity, attrs)
     if created:
         return Response(status_code=201, headers={
             "Location": f"/ngsi-ld/v1/temporal/entities/{entity['id']}"})
