@@ -345,7 +345,7 @@ class EntityStore:
                                        instance, numeric_value(instance)))
         if not rows:
             return
-        self._upsert_current(conn, rows, only_newer=False)
+        self._set_attributes(conn, rows)
         self.append_history(conn, rows, now)
 
     def delete_attribute(self, conn: Connection, entity_id: str, name: str,
@@ -364,34 +364,25 @@ class EntityStore:
     def apply_readings(self, conn: Connection, rows: Sequence[HistoryRow], now: datetime) -> int:
         """Store readings: history (idempotent), rollups, current state when newer.
 
-        Returns how many readings were new; only those can change the current state, so a
-        replay costs one pass over the staging table. The entities must exist, and every
-        reading carries its observation time in ``observed_at``.
+        Returns how many readings were new; only those can change the current state. The
+        entities must exist, and every reading carries its observation time in
+        ``observed_at``.
         """
         return self.append_history(conn, rows, now, update_current=True) if rows else 0
 
-    def _upsert_current(self, conn: Connection, rows: Sequence[HistoryRow],
-                        only_newer: bool) -> None:
-        latest: dict[tuple[str, str, str], HistoryRow] = {}
-        for row in rows:
-            key = (row.entity_id, row.name, row.dataset_id)
-            seen = latest.get(key)
-            if seen is None or seen.observed_at <= row.observed_at:
-                latest[key] = row
+    def _set_attributes(self, conn: Connection, rows: Sequence[HistoryRow]) -> None:
+        """Make these instances (one per attribute and datasetId) the current state."""
         values = [{"entity_id": r.entity_id, "name": r.name, "dataset_id": r.dataset_id,
                    "instance": orjson.dumps(r.instance).decode(),
                    "observed_at": r.observed_at if r.instance.get("observedAt") else None,
-                   "value_num": r.value_num} for r in latest.values()]
+                   "value_num": r.value_num} for r in rows]
         insert = postgresql.insert(attributes) if self.dialect == "postgresql" else \
             sqlite.insert(attributes)
         excluded = insert.excluded
-        newer = or_(attributes.c.observed_at.is_(None), excluded.observed_at.is_(None),
-                    attributes.c.observed_at <= excluded.observed_at) if only_newer else None
         statement = insert.on_conflict_do_update(
             index_elements=["entity_id", "name", "dataset_id"],
             set_={"instance": excluded.instance, "observed_at": excluded.observed_at,
-                  "value_num": excluded.value_num},
-            where=newer)
+                  "value_num": excluded.value_num})
         for start in range(0, len(values), 5000):
             conn.execute(statement, values[start:start + 5000])
 
