@@ -240,28 +240,23 @@ class EntityService:
 
     def _write(self, conn: Connection, current: Entity, attrs: Attrs,
                fragment: Entity | None) -> None:
+        """Write ``attrs`` (and a fragment's types and scope) over the current entity."""
+        after: Entity = {**current, "attrs": {name: dict(instances)
+                                              for name, instances in current["attrs"].items()}}
+        for name, instances in attrs.items():
+            after["attrs"].setdefault(name, {}).update(instances)
+        if fragment is not None and fragment.get("type"):
+            after["type"] = list(dict.fromkeys(current["type"] + fragment["type"]))
+        if fragment is not None and "scope" in fragment:
+            after["scope"] = fragment["scope"]
         if self.validator is not None:
-            after = copy.deepcopy(current)
-            for name, instances in attrs.items():
-                after["attrs"].setdefault(name, {}).update(instances)
-            if fragment is not None and fragment.get("type"):
-                after["type"] = list(dict.fromkeys(current["type"] + fragment["type"]))
             self.validator(after)
         now = self.clock()
         _stamp(attrs, format_datetime(now), current["attrs"])
-        header_changed = LOCATION in attrs
-        if fragment is not None and fragment.get("type"):
-            new_types = list(dict.fromkeys(current["type"] + fragment["type"]))
-            header_changed = header_changed or new_types != current["type"]
-            current["type"] = new_types
-        if fragment is not None and "scope" in fragment:
-            current["scope"] = fragment["scope"]
-            header_changed = True
         self.store.put_attributes(conn, current["id"], attrs, now)
-        if header_changed:
-            for name, instances in attrs.items():
-                current["attrs"].setdefault(name, {}).update(instances)
-            self.store.update_entity_header(conn, current, now)
+        if LOCATION in attrs or after["type"] != current["type"] or (
+                after.get("scope") != current.get("scope")):
+            self.store.update_entity_header(conn, after, now)
         else:
             self.store.touch(conn, [current["id"]], now)
 
