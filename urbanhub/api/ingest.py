@@ -16,7 +16,7 @@ from starlette.responses import Response
 from urbanhub.api.jsonld import JSON, JSON_LD, hub_of, link_context, read_raw_body
 from urbanhub.api.params import documented, limit_offset
 from urbanhub.api.problems import problem_responses
-from urbanhub.api.security import caller_of
+from urbanhub.api.security import CallerDep
 from urbanhub.ingest.pipeline import IngestReport, Rejected
 from urbanhub.model.errors import (
     BadRequestData,
@@ -57,7 +57,7 @@ def _render_device(record: DeviceRecord, terms: TermMap) -> dict[str, Any]:
 # --- devices -------------------------------------------------------------------------------
 
 @router.post("/devices", status_code=201, openapi_extra=_JSON_BODY)
-async def provision_device(request: Request) -> Response:
+async def provision_device(request: Request, caller: CallerDep) -> Response:
     """Register a device and create its entity (type and static attributes) if it is new."""
     raw = await read_raw_body(request, {JSON, JSON_LD})
     try:
@@ -70,7 +70,7 @@ async def provision_device(request: Request) -> Response:
         raise BadRequestData("Send the @context in the body or in a Link header, not both.")
     hub = hub_of(request)
     terms = hub.contexts.resolve(context if context is not None else linked)
-    record = await run_in_threadpool(hub.devices.provision, caller_of(request), payload, terms)
+    record = await run_in_threadpool(hub.devices.provision, caller, payload, terms)
     return _json(_render_device(record, terms), 201,
                  {"Location": f"/ingest/v1/devices/{record.id}"})
 

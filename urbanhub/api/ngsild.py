@@ -29,9 +29,10 @@ from urbanhub.api.params import (
     split_param,
 )
 from urbanhub.api.problems import problem_responses
-from urbanhub.api.security import caller_of
+from urbanhub.api.security import CallerDep
 from urbanhub.hub.entities import UpdateResult
 from urbanhub.hub.query import EntityQuery
+from urbanhub.model.caller import Caller
 from urbanhub.model.errors import (
     BadRequestData,
     InvalidRequest,
@@ -115,17 +116,17 @@ def _update_result(result: UpdateResult, terms: TermMap) -> Response | None:
 
 @router.post("/entities", status_code=201, openapi_extra=ANY_JSON)
 @router.post("/entities/", status_code=201, include_in_schema=False)  # as ngsildclient posts
-async def create_entity(request: Request) -> Response:
+async def create_entity(request: Request, caller: CallerDep) -> Response:
     payload, context = await read_body(request)
     terms = await run_in_threadpool(terms_for, request, context)
     entity = parse_entity(payload, terms)
     hub = hub_of(request)
-    await run_in_threadpool(hub.entities.create, caller_of(request), entity)
+    await run_in_threadpool(hub.entities.create, caller, entity)
     return Response(status_code=201, headers={"Location": f"/ngsi-ld/v1/entities/{entity['id']}"})
 
 
 @router.get("/entities", openapi_extra=_geo_documented(*ENTITY_QUERY, "pick", "omit", "lang"))
-def query_entities(request: Request) -> Response:
+def query_entities(request: Request, caller: CallerDep) -> Response:
     media = negotiate(request, geo=True)
     context = link_context(request)
     terms = terms_for(request, context)
@@ -136,7 +137,7 @@ def query_entities(request: Request) -> Response:
     query = entity_query(request, hub, terms, attrs)
     limit = query.limit
     query.limit += 1  # one more than the page tells whether a next page exists
-    result = hub.queries.query(caller_of(request), query)
+    result = hub.queries.query(caller, query)
     entities, more = result.entities[:limit], len(result.entities) > limit
     headers = {"NGSILD-Results-Count": str(result.total)} if result.total is not None else {}
     links = _page_links(request, query.offset, limit, more)
@@ -184,32 +185,33 @@ async def unsupported_get_attr(entity_id: str, attr: str) -> Response:
 
 @router.post("/entities/{entity_id:path}/attrs", status_code=204,
              openapi_extra=documented("options", body=ANY_JSON))
-async def append_attributes(entity_id: str, request: Request) -> Response:
+async def append_attributes(entity_id: str, request: Request, caller: CallerDep) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
     terms = await run_in_threadpool(terms_for, request, context)
     fragment = _fragment(payload, terms)
     options = split_param(request.query_params.get("options"), "options") or []
     no_overwrite = "noOverwrite" in options
-    result = await run_in_threadpool(hub_of(request).entities.append, caller_of(request),
+    result = await run_in_threadpool(hub_of(request).entities.append, caller,
                                      entity_id, fragment,
                                              no_overwrite=no_overwrite)
     return _update_result(result, terms) or Response(status_code=204)
 
 
 @router.patch("/entities/{entity_id:path}/attrs", status_code=204, openapi_extra=ANY_JSON)
-async def update_attributes(entity_id: str, request: Request) -> Response:
+async def update_attributes(entity_id: str, request: Request, caller: CallerDep) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
     terms = await run_in_threadpool(terms_for, request, context)
-    result = await run_in_threadpool(hub_of(request).entities.update, caller_of(request),
+    result = await run_in_threadpool(hub_of(request).entities.update, caller,
                                      entity_id,
                                              _fragment(payload, terms))
     return _update_result(result, terms) or Response(status_code=204)
 
 
 @router.patch("/entities/{entity_id:path}/attrs/{attr}", status_code=204, openapi_extra=ANY_JSON)
-async def patch_attribute(entity_id: str, attr: str, request: Request) -> Response:
+async def patch_attribute(entity_id: str, attr: str, request: Request,
+                          caller: CallerDep) -> Response:
     check_entity_id(entity_id)
     check_name(attr)
     payload, context = await read_body(request)
@@ -224,7 +226,7 @@ async def patch_attribute(entity_id: str, attr: str, request: Request) -> Respon
     if not has_content:
         instance.pop("value")
         instance.pop("type")
-    await run_in_threadpool(hub_of(request).entities.patch_attribute, caller_of(request),
+    await run_in_threadpool(hub_of(request).entities.patch_attribute, caller,
                             entity_id,
                                              terms.expand(attr), instance)
     return Response(status_code=204)
@@ -232,13 +234,13 @@ async def patch_attribute(entity_id: str, attr: str, request: Request) -> Respon
 
 @router.delete("/entities/{entity_id:path}/attrs/{attr}", status_code=204,
                openapi_extra=documented("datasetId", "deleteAll"))
-def delete_attribute(entity_id: str, attr: str, request: Request) -> Response:
+def delete_attribute(entity_id: str, attr: str, request: Request, caller: CallerDep) -> Response:
     check_entity_id(entity_id)
     check_name(attr)
     terms = terms_for(request, link_context(request))
     params = request.query_params
     hub_of(request).entities.delete_attribute(
-        caller_of(request), entity_id, terms.expand(attr), dataset_id=params.get("datasetId"),
+        caller, entity_id, terms.expand(attr), dataset_id=params.get("datasetId"),
         delete_all=flag_param(request, "deleteAll"))
     return Response(status_code=204)
 
@@ -249,46 +251,46 @@ def delete_attribute(entity_id: str, attr: str, request: Request) -> Response:
 @router.get("/entities/{entity_id:path}",
             openapi_extra=_geo_documented("attrs", "pick", "omit", "options", "format",
                                           "lang"))
-def retrieve_entity(entity_id: str, request: Request) -> Response:
+def retrieve_entity(entity_id: str, request: Request, caller: CallerDep) -> Response:
     check_entity_id(entity_id)
     media = negotiate(request, geo=True)
     context = link_context(request)
     terms = terms_for(request, context)
     keep, omit = _projection(request, terms)
-    entity = hub_of(request).queries.get_entity(caller_of(request), entity_id)
+    entity = hub_of(request).queries.get_entity(caller, entity_id)
     if media == GEO_JSON:
         return _geo_response(_feature(entity, request, terms, keep, omit), context, {})
     return ngsi_response(request, _render(entity, request, terms, keep, omit), context)
 
 
 @router.put("/entities/{entity_id:path}", status_code=204, openapi_extra=ANY_JSON)
-async def replace_entity(entity_id: str, request: Request) -> Response:
+async def replace_entity(entity_id: str, request: Request, caller: CallerDep) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request)
     terms = await run_in_threadpool(terms_for, request, context)
     entity = parse_entity(payload, terms, need_id=False, need_type=False)
-    await run_in_threadpool(hub_of(request).entities.replace, caller_of(request), entity_id,
+    await run_in_threadpool(hub_of(request).entities.replace, caller, entity_id,
                             entity)
     return Response(status_code=204)
 
 
 @router.patch("/entities/{entity_id:path}", status_code=204, openapi_extra=ANY_JSON)
-async def merge_entity(entity_id: str, request: Request) -> Response:
+async def merge_entity(entity_id: str, request: Request, caller: CallerDep) -> Response:
     check_entity_id(entity_id)
     payload, context = await read_body(request, allow_merge_patch=True)
     terms = await run_in_threadpool(terms_for, request, context)
     entity = parse_entity(payload, terms, need_id=False, need_type=False)
     if entity.get("id", entity_id) != entity_id:
         raise BadRequestData("The entity id in the body differs from the one in the URL.")
-    await run_in_threadpool(hub_of(request).entities.merge, caller_of(request), entity_id,
+    await run_in_threadpool(hub_of(request).entities.merge, caller, entity_id,
                             entity)
     return Response(status_code=204)
 
 
 @router.delete("/entities/{entity_id:path}", status_code=204)
-def delete_entity(entity_id: str, request: Request) -> Response:
+def delete_entity(entity_id: str, request: Request, caller: CallerDep) -> Response:
     check_entity_id(entity_id)
-    hub_of(request).entities.delete(caller_of(request), entity_id)
+    hub_of(request).entities.delete(caller, entity_id)
     return Response(status_code=204)
 
 
@@ -297,12 +299,12 @@ def delete_entity(entity_id: str, request: Request) -> Response:
 @router.post("/entityOperations/{operation}",
              openapi_extra=documented("options", "limit", "offset", "count", body=ANY_JSON_LIST))
 @router.post("/entityOperations/{operation}/", include_in_schema=False)  # as ngsildclient posts
-async def batch_operation(operation: str, request: Request) -> Response:
+async def batch_operation(operation: str, request: Request, caller: CallerDep) -> Response:
     if operation not in ("create", "upsert", "update", "delete", "query"):
         raise BadRequestData(f"Unknown batch operation {operation!r}.")
     payload, context = await read_body(request)
     if operation == "query":
-        return await _batch_query(request, payload, context)
+        return await _batch_query(request, caller, payload, context)
     if not isinstance(payload, list):
         raise BadRequestData("A batch operation takes a JSON array.")
     if not payload:
@@ -317,7 +319,7 @@ async def batch_operation(operation: str, request: Request) -> Response:
 
     result = await run_in_threadpool(
         hub.entities.batch,
-        caller_of(request), operation, payload, parse,
+        caller, operation, payload, parse,
         **({"update_mode": "update" if "update" in options else "replace"}
            if operation == "upsert" else {}),
         **({"no_overwrite": "noOverwrite" in options} if operation == "update" else {}))
@@ -334,7 +336,7 @@ async def batch_operation(operation: str, request: Request) -> Response:
                     media_type="application/json")
 
 
-async def _batch_query(request: Request, payload: Any, context: Any) -> Response:
+async def _batch_query(request: Request, caller: Caller, payload: Any, context: Any) -> Response:
     """POST /entityOperations/query: a Query object in the body instead of parameters."""
     if not isinstance(payload, dict) or payload.get("type") != "Query":
         raise BadRequestData('The body must be a Query object ({"type": "Query", …}).')
@@ -364,7 +366,7 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
         if geo is not None:
             query.predicates.append(geo.predicate)
             query.bbox = geo.bbox
-    result = await run_in_threadpool(hub.queries.query, caller_of(request), query)
+    result = await run_in_threadpool(hub.queries.query, caller, query)
     body = [_render(e, request, terms, query.attrs) for e in result.entities]
     headers = {"NGSILD-Results-Count": str(result.total)} if result.total is not None else {}
     return ngsi_response(request, body, context, headers=headers)
@@ -373,10 +375,10 @@ async def _batch_query(request: Request, payload: Any, context: Any) -> Response
 # --- types and attributes ------------------------------------------------------------
 
 @router.get("/types", openapi_extra=documented("details"))
-def list_types(request: Request) -> Response:
+def list_types(request: Request, caller: CallerDep) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
-    summaries = hub_of(request).queries.types(caller_of(request))
+    summaries = hub_of(request).queries.types(caller)
     if flag_param(request, "details"):
         body: Any = [{"id": s.type, "type": "EntityType", "typeName": terms.compact(s.type),
                       "attributeNames": sorted(terms.compact(a) for a in s.attributes)}
@@ -389,11 +391,11 @@ def list_types(request: Request) -> Response:
 
 
 @router.get("/types/{type_name}")
-def type_info(type_name: str, request: Request) -> Response:
+def type_info(type_name: str, request: Request, caller: CallerDep) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
     wanted = terms.expand(check_name(type_name, "entity type"))
-    for summary in hub_of(request).queries.types(caller_of(request)):
+    for summary in hub_of(request).queries.types(caller):
         if summary.type == wanted:
             body = {"id": wanted, "type": "EntityTypeInfo", "typeName": terms.compact(wanted),
                     "entityCount": summary.count,
@@ -406,10 +408,10 @@ def type_info(type_name: str, request: Request) -> Response:
 
 
 @router.get("/attributes", openapi_extra=documented("details"))
-def list_attributes(request: Request) -> Response:
+def list_attributes(request: Request, caller: CallerDep) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
-    summary = hub_of(request).queries.attributes(caller_of(request))
+    summary = hub_of(request).queries.attributes(caller)
     if flag_param(request, "details"):
         body: Any = [{"id": name, "type": "Attribute", "attributeName": terms.compact(name),
                       "typeNames": sorted(terms.compact(t) for t in info["types"])}  # type: ignore[attr-defined]
@@ -422,11 +424,11 @@ def list_attributes(request: Request) -> Response:
 
 
 @router.get("/attributes/{attr}")
-def attribute_info(attr: str, request: Request) -> Response:
+def attribute_info(attr: str, request: Request, caller: CallerDep) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
     wanted = terms.expand(check_name(attr))
-    info = hub_of(request).queries.attributes(caller_of(request)).get(wanted)
+    info = hub_of(request).queries.attributes(caller).get(wanted)
     if info is None:
         raise ResourceNotFound(f"No entity has an attribute {attr}.")
     body = {"id": wanted, "type": "Attribute", "attributeName": terms.compact(wanted),

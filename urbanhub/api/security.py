@@ -1,12 +1,15 @@
 """Who is calling: turns request credentials into a Caller.
 
-Authentication (API keys, OIDC) arrives with the governance issue; until then every HTTP
+Routes take the caller as a dependency (``caller: CallerDep``), so authentication lives in
+this one function. Until API keys and OIDC arrive with the governance issue every HTTP
 caller is the public.
 """
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from urbanhub.model.caller import Caller
 
@@ -15,3 +18,6 @@ PURPOSE_HEADER = "Urbanhub-Purpose"
 
 def caller_of(request: Request) -> Caller:
     return Caller.public(purpose=request.headers.get(PURPOSE_HEADER))
+
+
+CallerDep = Annotated[Caller, Depends(caller_of)]

@@ -24,7 +24,7 @@ from urbanhub.api.params import (
     split_param,
 )
 from urbanhub.api.problems import problem_responses
-from urbanhub.api.security import caller_of
+from urbanhub.api.security import CallerDep
 from urbanhub.hub.temporal import Aggregation, TemporalEntity, TemporalQuery, TimeQuery
 from urbanhub.model.errors import BadRequestData
 from urbanhub.ngsild.context import TermMap
@@ -69,19 +69,19 @@ def instance_id(item: HistoryInstance) -> str:
 
 @router.get("/temporal/entities/{entity_id:path}",
             openapi_extra=documented("attrs", "options", "format", *_TEMPORAL))
-def retrieve_temporal_entity(entity_id: str, request: Request) -> Response:
+def retrieve_temporal_entity(entity_id: str, request: Request, caller: CallerDep) -> Response:
     check_entity_id(entity_id)
     context = link_context(request)
     terms = terms_for(request, context)
     form, sys_attrs = _representation(request)
     query = _temporal_query(request, terms, form)
-    found = hub_of(request).temporal.get_entity(caller_of(request), entity_id, query)
+    found = hub_of(request).temporal.get_entity(caller, entity_id, query)
     return ngsi_response(request, _render(found, terms, form, sys_attrs, query, _Stamps()),
                          context)
 
 
 @router.get("/temporal/entities", openapi_extra=documented(*ENTITY_QUERY, *_TEMPORAL))
-def query_temporal_entities(request: Request) -> Response:
+def query_temporal_entities(request: Request, caller: CallerDep) -> Response:
     context = link_context(request)
     terms = terms_for(request, context)
     form, sys_attrs = _representation(request)
@@ -89,7 +89,7 @@ def query_temporal_entities(request: Request) -> Response:
     hub = hub_of(request)
     selection = entity_query(request, hub, terms, query.attrs)
     selection.project = query.attrs
-    result = hub.temporal.query(caller_of(request), selection, query)
+    result = hub.temporal.query(caller, selection, query)
     stamps = _Stamps()
     body = [_render(e, terms, form, sys_attrs, query, stamps) for e in result.entities]
     headers = {"NGSILD-Results-Count": str(result.total)} if result.total is not None else {}
@@ -97,12 +97,12 @@ def query_temporal_entities(request: Request) -> Response:
 
 
 @router.post("/temporal/entities", status_code=201, openapi_extra=ANY_JSON)
-async def provide_temporal_entity(request: Request) -> Response:
+async def provide_temporal_entity(request: Request, caller: CallerDep) -> Response:
     """Create an entity from its temporal representation (201) or add to its history (204)."""
     payload, context = await read_body(request)
     terms = await run_in_threadpool(terms_for, request, context)
     entity, attrs = parse_temporal_entity(payload, terms)
-    created = await run_in_threadpool(hub_of(request).temporal.provide, caller_of(request),
+    created = await run_in_threadpool(hub_of(request).temporal.provide, caller,
                                       entity, attrs)
     if created:
         return Response(status_code=201, headers={
