@@ -45,12 +45,15 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           port: int = typer.Option(8000, help="TCP port to listen on.")) -> None:
     """Run the hub (database from URBANHUB_DATABASE_URL; schema upgraded on start)."""
     from urbanhub.api.app import create_app
+    from urbanhub.hub.runtime import tune_gc_for_serving
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     console.print(f"[bold]Urbanhub[/] on http://{host}:{port}  database: "
                   f"{_redacted(settings.database_url)}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
+    application = create_app(settings)
+    tune_gc_for_serving()
+    uvicorn.run(application, host=host, port=port, log_config=None,
                 log_level=settings.log_level.lower())
 
 

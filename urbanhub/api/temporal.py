@@ -186,15 +186,15 @@ def _temporal_query(request: Request, terms: TermMap, form: str) -> TemporalQuer
 
 # --- rendering ---------------------------------------------------------------------------
 
-class _Stamps(dict[datetime, str]):
-    """Formatted times by datetime, formatted on first use.
+class _Stamps(dict[tuple[datetime, ...], list[str]]):
+    """Formatted times by sequence of datetimes, formatted on first use.
 
-    Period bounds repeat across a page's entities (24 hours for 1,000 sensors), and a
-    plain subscript is much cheaper than a function call per bound.
+    Period bounds repeat across a page's entities (the same 24 hours for 1,000 sensors):
+    each distinct sequence is formatted once and its list shared.
     """
 
-    def __missing__(self, moment: datetime) -> str:
-        found = self[moment] = format_datetime(moment)
+    def __missing__(self, moments: tuple[datetime, ...]) -> list[str]:
+        found = self[moments] = [format_datetime(moment) for moment in moments]
         return found
 
 
@@ -221,8 +221,7 @@ def _render(entity: TemporalEntity, terms: TermMap, form: str, sys_attrs: bool,
                 group: dict[str, Any] = {"type": kind}
                 if dataset_id:
                     group["datasetId"] = dataset_id
-                starts = [stamps[moment] for moment in series.starts]
-                ends = [stamps[moment] for moment in series.ends]
+                starts, ends = stamps[tuple(series.starts)], stamps[tuple(series.ends)]
                 # [figure, start, end] triples; orjson writes tuples as JSON arrays.
                 for method, figures in series.values.items():
                     group[method] = list(zip(figures, starts, ends, strict=True))

@@ -32,8 +32,12 @@ from urbanhub.store.history import HistoryInstance, PeriodSeries
 
 AGGREGATE_METHODS = ("totalCount", "distinctCount", "sum", "sumsq", "avg", "min", "max",
                      "stddev")
-#: Methods the hourly rollups can answer: everything but distinctCount, which needs values.
-ROLLUP_METHODS = frozenset(AGGREGATE_METHODS) - {"distinctCount"}
+#: The rollup columns (beside the count) each method reads; the rollups can answer every
+#: method but distinctCount, which needs values.
+ROLLUP_FIGURES = {"totalCount": (), "sum": ("total",), "sumsq": ("total_sq",),
+                  "avg": ("total",), "min": ("minimum",), "max": ("maximum",),
+                  "stddev": ("total", "total_sq")}
+ROLLUP_METHODS = frozenset(ROLLUP_FIGURES)
 TIMERELS = ("before", "after", "between")
 _HOUR_US = 3_600_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -271,8 +275,10 @@ class TemporalService:
             fast = self._rollup_names(entities, names) if self.rollup_eligible(query) else []
             stats: list[PeriodSeries] = []
             if fast:
+                figures = {f for method in aggregation.methods for f in ROLLUP_FIGURES[method]}
                 stats += history.rollup_aggregates(conn, ids, fast, time.start, time.end,
-                                                   origin=origin, step_us=step_us)
+                                                   origin=origin, step_us=step_us,
+                                                   figures=figures)
             slow = None if names is None else [n for n in names if n not in fast]
             if slow is None or slow:
                 stats += history.raw_aggregates(
@@ -293,17 +299,21 @@ class TemporalService:
         step = query.aggregation.period
         time = query.time
         bounds: dict[int, tuple[datetime, datetime]] = {}
+        spans: dict[tuple[int, ...], tuple[tuple[datetime, ...], ...]] = {}
         keep = slice(-query.last_n if query.last_n else None, None)
         for series in stats:
             if step is None:
                 pairs = [self._whole_range(time, first, last)
                          for first, last in zip(series.first, series.last, strict=True)]
+                starts, ends = zip(*pairs[keep], strict=True)
+            elif series.periods in spans:  # most series of a page cover the same periods
+                starts, ends = spans[series.periods]
             else:
                 for period in series.periods:
                     if period not in bounds:
                         bounds[period] = self._bounds(period, time, origin, step)
                 pairs = [bounds[period] for period in series.periods]
-            starts, ends = zip(*pairs[keep], strict=True)
+                starts, ends = spans[series.periods] = tuple(zip(*pairs[keep], strict=True))
             values = {method: method_values(method, series)[keep]
                       for method in query.aggregation.methods}
             by_id[series.entity_id].aggregates.setdefault(series.name, {})[

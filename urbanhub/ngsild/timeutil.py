@@ -26,7 +26,8 @@ def parse_datetime(text: object, what: str = "timestamp") -> datetime:
 def format_datetime(moment: datetime) -> str:
     """ISO 8601 in UTC with millisecond precision and a ``Z``, as NGSI-LD brokers emit."""
     utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat is several times cheaper than strftime, and pages format thousands.
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 
