@@ -466,9 +466,7 @@ class EntityStore:
             try:
                 with cursor.copy("COPY history (entity_id, name, dataset_id, observed_at,"
                                  " value_num, instance, recorded_at) FROM STDIN") as copy:
-                    copy.write("".join(
-                        _copy_line(r, payload, recorded)
-                        for r, payload in zip(rows, payloads, strict=True)))
+                    copy.write(_copy_lines(rows, payloads, recorded))
             except psycopg.errors.UniqueViolation:
                 cursor.execute("ROLLBACK TO SAVEPOINT history_copy")
                 return self._merge_history(raw, rows, payloads, now, update_current)
@@ -500,8 +498,7 @@ class EntityStore:
                 " dataset_id text, observed_at timestamptz, value_num float8, instance text)"
                 " ON COMMIT DELETE ROWS")
             with cursor.copy("COPY stage_history FROM STDIN") as copy:
-                copy.write("".join(_copy_line(r, payload)
-                                   for r, payload in zip(rows, payloads, strict=True)))
+                copy.write(_copy_lines(rows, payloads))
             cursor.execute(
                 "WITH fresh AS (INSERT INTO history (entity_id, name, dataset_id, observed_at,"
                 " value_num, instance, recorded_at) SELECT entity_id, name, dataset_id,"
@@ -589,24 +586,35 @@ def _copy_text(value: str) -> str:
     return value
 
 
-def _copy_line(r: HistoryRow, payload: str, end: str = "\n") -> str:
-    """One staged reading in COPY text format; written by hand because psycopg's
-    ``write_row`` costs about three times as much per row on this hot path."""
-    value = "\\N" if r.value_num is None else repr(r.value_num)
-    return (f"{_copy_text(r.entity_id)}\t{_copy_text(r.name)}\t{_copy_text(r.dataset_id)}\t"
-            f"{r.observed_at.isoformat()}\t{value}\t"
-            f"{_copy_text(payload)}{end}")
+def _copy_lines(rows: Sequence[HistoryRow], payloads: list[str], end: str = "\n") -> str:
+    """Readings in COPY text format; written by hand because psycopg's ``write_row`` costs
+    about three times as much per row on this hot path. Readings of one message share
+    their time, so each distinct time is formatted once."""
+    stamps: dict[datetime, str] = {}
+    lines = []
+    for r, payload in zip(rows, payloads, strict=True):
+        stamp = stamps.get(r.observed_at)
+        if stamp is None:
+            stamp = stamps[r.observed_at] = r.observed_at.isoformat()
+        value = "\\N" if r.value_num is None else repr(r.value_num)
+        lines.append(f"{_copy_text(r.entity_id)}\t{_copy_text(r.name)}\t"
+                     f"{_copy_text(r.dataset_id)}\t{stamp}\t{value}\t{_copy_text(payload)}{end}")
+    return "".join(lines)
 
 
 def _fold_rollups(cursor: Any, rows: Sequence[HistoryRow]) -> None:
     """Add a batch known to be new to the hourly rollups (aggregated here, one statement)."""
     hours: dict[tuple[str, str, str, datetime], list[float]] = {}
+    hour_of: dict[datetime, datetime] = {}  # readings of one message share their time
     for r in rows:
         value = r.value_num
         if value is None:
             continue
-        key = (r.entity_id, r.name, r.dataset_id,
-               r.observed_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0))
+        hour = hour_of.get(r.observed_at)
+        if hour is None:
+            hour = hour_of[r.observed_at] = r.observed_at.astimezone(UTC).replace(
+                minute=0, second=0, microsecond=0)
+        key = (r.entity_id, r.name, r.dataset_id, hour)
         stats = hours.get(key)
         if stats is None:
             hours[key] = [1, value, value * value, value, value]
