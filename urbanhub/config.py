@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     ingest_flush_interval_s: float = 0.2
     log_format: str = "auto"  # "json", "console" or "auto" (console when a terminal)
     log_level: str = "INFO"
+    # OpenID Connect: bearer tokens of this issuer, for this audience, signed by a key of the
+    # JWKS file and/or URL, authenticate members linked to their account (README).
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_file: str | None = None
+    oidc_jwks_url: str | None = None
 
 
 @lru_cache

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from urbanhub import __version__
-from urbanhub.api import ingest, ngsild, system, temporal
-from urbanhub.api.problems import install_problem_handlers
+from urbanhub.api import identity, ingest, ngsild, system, temporal
+from urbanhub.api.problems import install_problem_handlers, problem_responses
+from urbanhub.api.security import caller_of
 from urbanhub.config import Settings, get_settings
 from urbanhub.hub.runtime import Hub
 
@@ -37,13 +38,17 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
             if adapter is not None:
                 await run_in_threadpool(adapter.stop)  # commits and acknowledges what is buffered
 
+    # Every route authenticates (caller_of runs once per request, cached for the routes that
+    # take the caller), so a bad credential is a 401 wherever it is sent.
     app = FastAPI(title="Urbanhub", version=__version__, lifespan=lifespan,
                   description="Urban data platform: NGSI-LD context hub with governance "
-                              "on the data path.")
+                              "on the data path.",
+                  dependencies=[Depends(caller_of)], responses=problem_responses(401))
     app.state.hub = hub
     install_problem_handlers(app)
     app.include_router(system.router)
     app.include_router(ngsild.router)
     app.include_router(temporal.router)
     app.include_router(ingest.router)
+    app.include_router(identity.router)
     return app

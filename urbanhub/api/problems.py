@@ -30,6 +30,12 @@ _STATUS_TYPES = {
     503: ("LdContextNotAvailable", "JSON-LD context not available"),
     415: ("UnsupportedMediaType", "Unsupported media type"),
 }
+# OpenAPI descriptions of statuses that domain errors of several kinds share.
+_DESCRIPTIONS = {
+    **{status: title for status, (_, title) in _STATUS_TYPES.items()},
+    401: "Missing or invalid credentials (with a WWW-Authenticate challenge)",
+    403: "Forbidden, or too many results",
+}
 
 
 class ProblemDetails(BaseModel):
@@ -45,9 +51,9 @@ class ProblemDetails(BaseModel):
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting problem+json for the given statuses."""
     schema = {"$ref": "#/components/schemas/ProblemDetails"}
-    return {status: {"model": ProblemDetails, "description": _STATUS_TYPES.get(
-        status, ("", "Error"))[1], "content": {PROBLEM_JSON: {"schema": schema}}}
-        for status in statuses}
+    return {status: {"model": ProblemDetails, "description": _DESCRIPTIONS.get(status, "Error"),
+                     "content": {PROBLEM_JSON: {"schema": schema}}}
+            for status in statuses}
 
 
 def problem(status: int, problem_type: str, title: str, detail: str,
@@ -61,7 +67,10 @@ def problem(status: int, problem_type: str, title: str, detail: str,
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(UrbanhubError)
     async def _domain(_: Request, exc: UrbanhubError) -> Response:
-        return problem(exc.status, exc.problem_type, exc.title, exc.detail, errors=exc.errors)
+        response = problem(exc.status, exc.problem_type, exc.title, exc.detail,
+                           errors=exc.errors)
+        response.headers.update(exc.response_headers())
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

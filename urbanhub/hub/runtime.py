@@ -7,6 +7,8 @@ import gc
 from sqlalchemy import Engine
 
 from urbanhub.config import Settings
+from urbanhub.governance.identity import IdentityService
+from urbanhub.governance.oidc import OidcVerifier
 from urbanhub.hub.entities import EntityService
 from urbanhub.hub.metrics import Metrics
 from urbanhub.hub.query import QueryService
@@ -17,6 +19,7 @@ from urbanhub.ingest.pipeline import IngestPipeline
 from urbanhub.ingest.readings import ReadingMapper
 from urbanhub.ngsild.context import ContextLoader, ContextResolver
 from urbanhub.sdm.validate import validate_entity
+from urbanhub.store.audit import AuditLog
 from urbanhub.store.db import make_engine, upgrade
 from urbanhub.store.entities import EntityStore
 
@@ -37,6 +40,9 @@ class Hub:
         self.ingest = IngestPipeline(self.store, self.metrics)
         self.devices = DeviceRegistry(self.store, self.entities)
         self.readings = ReadingMapper(self.devices, self.contexts)
+        self.audit = AuditLog(self.engine)
+        self.identities = IdentityService(self.engine, self.audit,
+                                          OidcVerifier.from_settings(settings))
 
     def mqtt_adapter(self) -> MqttAdapter | None:
         """The MQTT subscription the settings ask for; None when MQTT is disabled."""

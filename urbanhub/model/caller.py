@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from urbanhub.model.governance import OrganisationKind
 
+ANONYMOUS = "anonymous"
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -17,12 +19,21 @@ class Caller:
     purpose: str | None = None
     # Set by authentication from the organisation record; departments see internal data.
     organisation_kind: OrganisationKind | None = None
+    # What the credential may be used for (urbanhub.model.identity.Scope): an API key may
+    # carry fewer scopes than its holder's roles allow.
+    scopes: frozenset[str] = frozenset({"read"})
 
     @classmethod
     def public(cls, purpose: str | None = None) -> Caller:
-        return cls(subject="anonymous", roles=frozenset({"public"}), purpose=purpose)
+        return cls(subject=ANONYMOUS, roles=frozenset({"public"}), purpose=purpose)
 
     @classmethod
     def system(cls, component: str) -> Caller:
         """An internal component (ingest, demo simulator) acting on its own behalf."""
-        return cls(subject=f"system:{component}", roles=frozenset({"system"}))
+        return cls(subject=f"system:{component}", roles=frozenset({"system"}),
+                   scopes=frozenset({"read", "write", "govern"}))
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the caller proved who it is (an anonymous caller sent no credentials)."""
+        return self.subject != ANONYMOUS

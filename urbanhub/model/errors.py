@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 ETSI_ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
+#: The protection space named in WWW-Authenticate challenges.
+REALM = "urbanhub"
 
 
 class UrbanhubError(Exception):
@@ -22,6 +24,10 @@ class UrbanhubError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
+
+    def response_headers(self) -> dict[str, str]:
+        """Headers an HTTP adapter adds to the problem response (a 401's challenge)."""
+        return {}
 
 
 class BadRequestData(UrbanhubError):
@@ -76,3 +82,43 @@ class UnsupportedMediaType(UrbanhubError):
     problem_type = "https://urbanhub.dev/problems/UnsupportedMediaType"
     title = "Unsupported media type"
     status = 415
+
+
+class Unauthenticated(UrbanhubError):
+    """Credentials are missing where required, or were sent and are not valid (401).
+
+    ``scheme`` names the scheme whose credentials failed ("Bearer" or "ApiKey"); None
+    when none were sent, and then the challenge offers both.
+    """
+
+    problem_type = "https://urbanhub.dev/problems/Unauthenticated"
+    title = "Unauthenticated"
+    status = 401
+
+    def __init__(self, detail: str, *, scheme: str | None = None) -> None:
+        super().__init__(detail)
+        self.scheme = scheme
+
+    def response_headers(self) -> dict[str, str]:
+        if self.scheme is None:
+            return {"WWW-Authenticate": f'Bearer realm="{REALM}", ApiKey realm="{REALM}"'}
+        # RFC 6750 error attributes; quoted-string text, so quotes and non-ASCII are dropped.
+        description = "".join(c for c in self.detail if " " <= c <= "~" and c not in '"\\')
+        return {"WWW-Authenticate": f'{self.scheme} realm="{REALM}", error="invalid_token", '
+                                    f'error_description="{description}"'}
+
+
+class Forbidden(UrbanhubError):
+    """The caller is known but its roles or its credential's scopes do not allow this (403)."""
+
+    problem_type = "https://urbanhub.dev/problems/Forbidden"
+    title = "Forbidden"
+    status = 403
+
+
+class Conflict(UrbanhubError):
+    """The request contradicts the current state (e.g. it would leave the city without a CDO)."""
+
+    problem_type = "https://urbanhub.dev/problems/Conflict"
+    title = "Conflict"
+    status = 409

@@ -23,6 +23,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -152,3 +153,46 @@ audit_log = Table(
 )
 Index("ix_audit_log_target", audit_log.c.target)
 Index("ix_audit_log_actor", audit_log.c.actor)
+
+# Identities (urbanhub.governance.identity): organisations, their members, the roles the city
+# gave each member (a table of their own, so "who holds role R" is an index lookup) and API
+# keys. A key row keeps the SHA-256 of its secret, never the secret.
+organisations = Table(
+    "organisations", metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+members = Table(
+    "members", metadata,
+    Column("subject", Text, primary_key=True),
+    Column("organisation_id", Text, ForeignKey("organisations.id"), nullable=False),
+    Column("oidc_issuer", Text),
+    Column("oidc_subject", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_members_oidc"),
+)
+Index("ix_members_organisation_id", members.c.organisation_id)
+
+member_roles = Table(
+    "member_roles", metadata,
+    Column("subject", Text, ForeignKey("members.subject", ondelete="CASCADE"), nullable=False),
+    Column("role", Text, nullable=False),
+    PrimaryKeyConstraint("subject", "role"),
+)
+Index("ix_member_roles_role", member_roles.c.role)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("subject", Text, ForeignKey("members.subject"), nullable=False),
+    Column("secret_hash", Text, nullable=False),
+    Column("scopes", Text, nullable=False),  # space-separated, as OAuth 2.0 writes scopes
+    Column("label", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+Index("ix_api_keys_subject", api_keys.c.subject)
