@@ -36,6 +36,8 @@ db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 audit_app = typer.Typer(help="Tamper-evident audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+admin_app = typer.Typer(help="Administration of the hub's identities.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 console = Console(stderr=True)
 output = Console()
 
@@ -99,6 +101,49 @@ def audit_head() -> None:
     """Print the chain head (sequence, hash, time) as JSON, to anchor outside the hub."""
     with _audit_log() as log:
         typer.echo(json.dumps(log.export_head()))
+
+
+@admin_app.command("bootstrap")
+def admin_bootstrap(
+        organisation_id: str = typer.Option(..., help="Id of the CDO's department, e.g. "
+                                                      "'city-data-office'."),
+        organisation_name: str = typer.Option(..., help="Name of the department."),
+        subject: str = typer.Option(..., help="Subject id of the first CDO."),
+        expires_days: int = typer.Option(30, min=1, help="Days until the CDO's key expires "
+                                                         "(at most 365).")) -> None:
+    """Create the first CDO (a department, its CDO member and an API key) and print the key.
+
+    Refused once a CDO exists: later CDOs are appointed by a CDO through the API.
+    """
+    from datetime import timedelta
+
+    from urbanhub.hub.runtime import Hub
+    from urbanhub.model.errors import BadRequestData, UrbanhubError
+    from urbanhub.model.governance import OrganisationKind
+    from urbanhub.model.identity import Organisation
+
+    settings = get_settings()
+    try:
+        organisation = Organisation(organisation_id, organisation_name,
+                                    OrganisationKind.DEPARTMENT)
+    except BadRequestData as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(2) from exc
+    hub = Hub(settings)
+    try:
+        hub.upgrade_schema()
+        issued = hub.identities.bootstrap(organisation, subject, timedelta(days=expires_days))
+    except UrbanhubError as exc:
+        console.print(f"[red]bootstrap refused:[/] {exc.detail}", highlight=False)
+        raise typer.Exit(1 if exc.status == 409 else 2) from exc
+    finally:
+        hub.close()
+    record = issued.record
+    console.print(f"created organisation {organisation.id} (department), CDO {record.subject} "
+                  f"and API key {record.key_id} with scopes {', '.join(sorted(record.scopes))}, "
+                  f"expiring {record.expires_at:%Y-%m-%d %H:%M} UTC", highlight=False)
+    console.print("[bold yellow]The key follows. Store it now: it will not be shown again.[/]")
+    output.print(issued.key, markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -61,7 +61,7 @@ def parse_roles(names: Iterable[str]) -> frozenset[Role]:
     roles = set()
     for name in names:
         if name not in MEMBER_ROLES:
-            raise BadRequestData(f"Unknown member role {name!r}; roles are "
+            raise BadRequestData(f"{str(name)!r} is not a member role; member roles are "
                                  f"{', '.join(sorted(MEMBER_ROLES))}.")
         roles.add(Role(name))
     if not roles:
@@ -74,7 +74,7 @@ def parse_scopes(names: Iterable[str]) -> frozenset[Scope]:
     scopes = set()
     for name in names:
         if name not in frozenset(Scope):
-            raise BadRequestData(f"Unknown scope {name!r}; scopes are "
+            raise BadRequestData(f"Unknown scope {str(name)!r}; scopes are "
                                  f"{', '.join(s.value for s in Scope)}.")
         scopes.add(Scope(name))
     if not scopes:
