@@ -174,6 +174,17 @@ def test_bootstrap_refuses_bad_input_and_creates_nothing(
     assert audit_actions(hub) == []
 
 
+def test_bootstrap_refuses_incomplete_oidc_settings(
+        hub: Hub, cli_database: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("URBANHUB_OIDC_ISSUER", ISSUER)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["admin", "bootstrap", "--organisation-id", "cdo",
+                                 "--organisation-name", "CDO", "--subject", "carla"])
+    assert result.exit_code == 2
+    assert "OIDC is partly configured; also set URBANHUB_OIDC_AUDIENCE" in " ".join(
+        result.output.split())
+
+
 def test_concurrent_bootstraps_create_one_cdo(hub: Hub) -> None:
     outcomes: list[str] = []
 

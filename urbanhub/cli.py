@@ -47,13 +47,18 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           port: int = typer.Option(8000, help="TCP port to listen on.")) -> None:
     """Run the hub (database from URBANHUB_DATABASE_URL; schema upgraded on start)."""
     from urbanhub.api.app import create_app
+    from urbanhub.governance.oidc import OidcConfigError
     from urbanhub.hub.runtime import tune_gc_for_serving
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    try:
+        application = create_app(settings)
+    except OidcConfigError as exc:
+        console.print(f"[red]OIDC settings:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
     console.print(f"[bold]Urbanhub[/] on http://{host}:{port}  database: "
                   f"{_redacted(settings.database_url)}")
-    application = create_app(settings)
     tune_gc_for_serving()
     uvicorn.run(application, host=host, port=port, log_config=None,
                 log_level=settings.log_level.lower())
@@ -117,24 +122,26 @@ def admin_bootstrap(
     """
     from datetime import timedelta
 
+    from rich.markup import escape
+
+    from urbanhub.governance.oidc import OidcConfigError
     from urbanhub.hub.runtime import Hub
     from urbanhub.model.errors import BadRequestData, UrbanhubError
     from urbanhub.model.governance import OrganisationKind
     from urbanhub.model.identity import Organisation
 
-    settings = get_settings()
     try:
         organisation = Organisation(organisation_id, organisation_name,
                                     OrganisationKind.DEPARTMENT)
-    except BadRequestData as exc:
-        console.print(f"[red]{exc.detail}[/]")
+        hub = Hub(get_settings())
+    except (BadRequestData, OidcConfigError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
         raise typer.Exit(2) from exc
-    hub = Hub(settings)
     try:
         hub.upgrade_schema()
         issued = hub.identities.bootstrap(organisation, subject, timedelta(days=expires_days))
     except UrbanhubError as exc:
-        console.print(f"[red]bootstrap refused:[/] {exc.detail}", highlight=False)
+        console.print(f"[red]bootstrap refused:[/] {escape(exc.detail)}", highlight=False)
         raise typer.Exit(1 if exc.status == 409 else 2) from exc
     finally:
         hub.close()

@@ -18,6 +18,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from urbanhub.api.jsonld import hub_of
@@ -38,18 +39,20 @@ _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, scheme_name="ApiK
                                     "`Authorization: ApiKey <key>`).")
 
 
-def caller_of(request: Request,
-              _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-              _key: Annotated[str | None, Depends(_api_key)]) -> Caller:
+async def caller_of(request: Request,
+                    _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                    _key: Annotated[str | None, Depends(_api_key)]) -> Caller:
+    """The caller; anonymous requests are answered on the event loop, credentials are checked
+    in the thread pool (database look-ups, perhaps a JWKS fetch)."""
     purpose = request.headers.get(PURPOSE_HEADER)
     credential = _credential(request.headers)
     if credential is None:
         return Caller.public(purpose=purpose)
     scheme, value = credential
     identities: IdentityService = hub_of(request).identities
-    caller = (identities.authenticate_bearer(value) if scheme == "Bearer"
-              else identities.authenticate_api_key(value))
-    return replace(caller, purpose=purpose)
+    authenticate = (identities.authenticate_bearer if scheme == "Bearer"
+                    else identities.authenticate_api_key)
+    return replace(await run_in_threadpool(authenticate, value), purpose=purpose)
 
 
 def _credential(headers: Headers) -> tuple[str, str] | None:
