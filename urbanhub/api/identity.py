@@ -135,13 +135,19 @@ def _key_fields(key: ApiKey, now: datetime) -> dict[str, Any]:
             "revoked_at": key.revoked_at, "status": key.status(now).value}
 
 
-def _oidc_issuer(identities: IdentityService, issuer: str | None) -> str:
-    """The issuer a linked account belongs to: the one named, else the configured one."""
+def _oidc_account(identities: IdentityService, subject: str | None,
+                  issuer: str | None) -> tuple[str | None, str | None]:
+    """(issuer, subject) of the identity-provider account to link, (None, None) for none;
+    the issuer defaults to the configured one."""
+    if not subject:
+        if issuer:
+            raise BadRequestData("oidcIssuer needs the oidcSubject of the account to link.")
+        return None, None
     if issuer:
-        return issuer
+        return issuer, subject
     if identities.oidc is None:
         raise BadRequestData("Name the oidcIssuer: no OIDC issuer is configured on this hub.")
-    return identities.oidc.issuer
+    return identities.oidc.issuer, subject
 
 
 # --- who am I ------------------------------------------------------------------------------
@@ -186,11 +192,9 @@ def add_member(body: MemberIn, request: Request, response: Response,
                caller: CallerDep) -> MemberOut:
     """Add a member to an organisation with its roles (CDO, govern scope)."""
     identities = _identities(request)
-    issuer = _oidc_issuer(identities, body.oidc_issuer) if body.oidc_subject else None
-    if body.oidc_issuer and not body.oidc_subject:
-        raise BadRequestData("oidcIssuer needs the oidcSubject of the account to link.")
+    issuer, oidc_subject = _oidc_account(identities, body.oidc_subject, body.oidc_issuer)
     member = identities.add_member(caller, Member(
-        body.subject, body.organisation, frozenset(body.roles), issuer, body.oidc_subject))
+        body.subject, body.organisation, frozenset(body.roles), issuer, oidc_subject))
     response.headers["Location"] = f"{PREFIX}/members/{member.subject}"
     return _member_out(member)
 
@@ -219,12 +223,9 @@ def change_member(subject: str, body: MemberPatch, request: Request,
         if body.roles is None:
             raise BadRequestData("roles cannot be null: a member keeps at least one role.")
         changes["roles"] = frozenset(body.roles)
-    if "oidc_subject" in sent:
-        changes["oidc_subject"] = body.oidc_subject
-        changes["oidc_issuer"] = (_oidc_issuer(identities, body.oidc_issuer)
-                                  if body.oidc_subject else None)
-    elif "oidc_issuer" in sent:
-        raise BadRequestData("oidcIssuer needs the oidcSubject of the account to link.")
+    if sent & {"oidc_subject", "oidc_issuer"}:
+        changes["oidc_issuer"], changes["oidc_subject"] = _oidc_account(
+            identities, body.oidc_subject, body.oidc_issuer)
     if not changes:
         raise BadRequestData("Nothing to change: send roles and/or oidcSubject.")
     member = identities.update_member(caller, subject, lambda m: replace(m, **changes))

@@ -50,7 +50,6 @@ from urbanhub.store import identities as store
 from urbanhub.store.audit import AuditLog
 
 CDO = frozenset({Role.CDO})
-BOOTSTRAP_ACTOR = Caller.system("bootstrap")
 
 
 @dataclass(frozen=True)
@@ -139,13 +138,13 @@ class IdentityService:
 
     def create_organisation(self, caller: Caller, organisation: Organisation) -> Organisation:
         authorise(caller, "Creating an organisation", Scope.GOVERN, CDO)
-        with self._changing(caller) as (conn, events):
+        with self._changing() as (conn, events):
             events.append(self._insert_organisation(conn, caller, organisation))
         return organisation
 
     def add_member(self, caller: Caller, member: Member) -> Member:
         authorise(caller, "Adding a member", Scope.GOVERN, CDO)
-        with self._changing(caller) as (conn, events):
+        with self._changing() as (conn, events):
             events.append(self._insert_member(conn, caller, member))
         return member
 
@@ -154,7 +153,7 @@ class IdentityService:
         """Apply ``change`` to the member as stored now (roles, OIDC identity), in one
         transaction, so concurrent changes cannot undo each other."""
         authorise(caller, "Changing a member", Scope.GOVERN, CDO)
-        with self._changing(caller) as (conn, events):
+        with self._changing() as (conn, events):
             before = self._member(conn, subject)
             after = change(before)
             if (after.subject, after.organisation) != (before.subject, before.organisation):
@@ -180,7 +179,7 @@ class IdentityService:
         else:
             authorise(caller, "Issuing an API key for another member", Scope.GOVERN, CDO)
         check_key_lifetime(lifetime)
-        with self._changing(caller) as (conn, events):
+        with self._changing() as (conn, events):
             holder = self._member(conn, subject)
             check_key_scopes(caller, holder, scopes)
             issued, event = self._issue(conn, caller, holder, scopes, lifetime, label)
@@ -206,7 +205,7 @@ class IdentityService:
     def revoke_api_key(self, caller: Caller, key_id: str) -> ApiKey:
         """Revoke a key at once (members their own, CDOs anyone's); revoking twice is a no-op."""
         authorise(caller, "Revoking an API key", None)
-        with self._changing(caller) as (conn, events):
+        with self._changing() as (conn, events):
             key = self._visible_key(conn, caller, key_id)
             if key.revoked_at is not None:
                 return key
@@ -226,8 +225,8 @@ class IdentityService:
         """
         check_key_lifetime(lifetime)
         member = Member(subject, organisation.id, frozenset({Role.CDO}))
-        actor = BOOTSTRAP_ACTOR
-        with self._changing(actor) as (conn, events):
+        actor = Caller.system("bootstrap")
+        with self._changing() as (conn, events):
             cdos = store.subjects_with_role(conn, Role.CDO)
             if cdos:
                 raise Conflict(f"A CDO already exists ({', '.join(cdos)}); bootstrap only "
@@ -242,7 +241,7 @@ class IdentityService:
     # --- internals ----------------------------------------------------------------------------
 
     @contextmanager
-    def _changing(self, caller: Caller) -> Iterator[tuple[Connection, list[AuditEvent]]]:
+    def _changing(self) -> Iterator[tuple[Connection, list[AuditEvent]]]:
         """A write transaction; the audit events collected in it are appended before it
         commits, so a change and its audit entries are kept together or not at all."""
         events: list[AuditEvent] = []
