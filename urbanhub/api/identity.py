@@ -24,6 +24,7 @@ from urbanhub.model.governance import OrganisationKind, Role
 from urbanhub.model.identity import (
     MAX_API_KEY_LIFETIME,
     ApiKey,
+    KeyStatus,
     Member,
     Organisation,
     Scope,
@@ -84,7 +85,7 @@ class OrganisationOut(_Camel):
 class MemberOut(_Camel):
     subject: str
     organisation: str
-    roles: list[str]
+    roles: list[Role]
     oidc_issuer: str | None
     oidc_subject: str | None
 
@@ -92,12 +93,12 @@ class MemberOut(_Camel):
 class ApiKeyOut(_Camel):
     key_id: str
     subject: str
-    scopes: list[str]
+    scopes: list[Scope]
     label: str | None
     created_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
-    status: str
+    status: KeyStatus
 
 
 class IssuedKeyOut(ApiKeyOut):
@@ -132,7 +133,7 @@ def _member_out(member: Member) -> MemberOut:
 def _key_fields(key: ApiKey, now: datetime) -> dict[str, Any]:
     return {"key_id": key.key_id, "subject": key.subject, "scopes": sorted(key.scopes),
             "label": key.label, "created_at": key.created_at, "expires_at": key.expires_at,
-            "revoked_at": key.revoked_at, "status": key.status(now).value}
+            "revoked_at": key.revoked_at, "status": key.status(now)}
 
 
 def _oidc_account(identities: IdentityService, subject: str | None,
