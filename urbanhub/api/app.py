@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from urbanhub import __version__
-from urbanhub.api import ingest, ngsild, system, temporal
+from urbanhub.api import catalog, ingest, ngsild, system, temporal
 from urbanhub.api.problems import install_problem_handlers
 from urbanhub.config import Settings, get_settings
 from urbanhub.hub.runtime import Hub
@@ -46,4 +46,5 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(ngsild.router)
     app.include_router(temporal.router)
     app.include_router(ingest.router)
+    app.include_router(catalog.router)
     return app

@@ -7,6 +7,7 @@ import gc
 from sqlalchemy import Engine
 
 from urbanhub.config import Settings
+from urbanhub.governance.catalog import CatalogService, RuleCache
 from urbanhub.hub.entities import EntityService
 from urbanhub.hub.metrics import Metrics
 from urbanhub.hub.query import QueryService
@@ -17,6 +18,7 @@ from urbanhub.ingest.pipeline import IngestPipeline
 from urbanhub.ingest.readings import ReadingMapper
 from urbanhub.ngsild.context import ContextLoader, ContextResolver
 from urbanhub.sdm.validate import validate_entity
+from urbanhub.store.audit import AuditLog
 from urbanhub.store.db import make_engine, upgrade
 from urbanhub.store.entities import EntityStore
 
@@ -28,7 +30,10 @@ class Hub:
                  loader: ContextLoader | None = None) -> None:
         self.settings = settings
         self.engine = engine or make_engine(settings.database_url)
-        self.store = EntityStore(self.engine)
+        # Every entity created gets its catalog dataset from the rules, on every path.
+        self.store = EntityStore(self.engine, assign_dataset=RuleCache())
+        self.audit = AuditLog(self.engine)
+        self.catalog = CatalogService(self.store, self.audit)
         self.contexts = ContextResolver(loader or ContextLoader(settings.context_fetch_timeout_s))
         self.entities = EntityService(self.store, validator=validate_entity)
         self.queries = QueryService(self.store)

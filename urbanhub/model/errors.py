@@ -76,3 +76,11 @@ class UnsupportedMediaType(UrbanhubError):
     problem_type = "https://urbanhub.dev/problems/UnsupportedMediaType"
     title = "Unsupported media type"
     status = 415
+
+
+class Forbidden(UrbanhubError):
+    """The caller is known but its roles do not allow the operation."""
+
+    problem_type = "https://urbanhub.dev/problems/Forbidden"
+    title = "Forbidden"
+    status = 403
