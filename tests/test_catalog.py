@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -549,6 +550,39 @@ def test_rules_changed_by_another_process_apply_to_the_next_entity(hub: Hub) -> 
         assert counts(hub) == {"air": 2}
     finally:
         other.close()
+
+
+def test_a_rule_change_waits_for_a_creation_in_flight(hub: Hub) -> None:
+    """A creation that chose its dataset under the old rules commits before the rule change
+    re-evaluates entities, so the change moves it too; no entity is left misplaced."""
+    purposes_in(hub)
+    hub.catalog.create_dataset(SYSTEM, domain_dataset(hub, dataset_body()))
+    hub.catalog.create_dataset(SYSTEM, domain_dataset(hub, dataset_body(
+        "air-b", owner="university", rules=None)))
+    assigner = hub.store.assign_dataset
+    assert assigner is not None
+    assigned, proceed = threading.Event(), threading.Event()
+
+    def slow(conn: Connection, entity_id: str, types: Sequence[str]) -> str:
+        chosen = assigner(conn, entity_id, types)
+        assigned.set()
+        proceed.wait(10)
+        return chosen
+
+    hub.store.assign_dataset = slow
+    creation = threading.Thread(target=hub.entities.create, args=(SYSTEM, {
+        "id": "urn:ngsi-ld:AirQualityObserved:1", "type": [AQ], "attrs": {}}))
+    creation.start()
+    assert assigned.wait(10)
+    change = threading.Thread(target=hub.catalog.set_rules, args=(
+        SYSTEM, "air-b", (AssignmentRule(AQ, priority=5),)))
+    change.start()
+    change.join(0.5)
+    assert change.is_alive()  # waiting for the creation to commit
+    proceed.set()
+    creation.join(10)
+    change.join(10)
+    assert counts(hub) == {"air-b": 1}
 
 
 # --- the CDO's view and the audit trail -------------------------------------------------
