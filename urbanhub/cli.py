@@ -182,7 +182,9 @@ def catalog_list() -> None:
         hub.close()
     table = Table(title="datasets")
     for column in ("id", "title", "owner", "classification", "entity types", "entities"):
-        table.add_column(column, justify="right" if column == "entities" else "left")
+        # Folded rather than cut short: an id with an ellipsis cannot be copied.
+        table.add_column(column, justify="right" if column == "entities" else "left",
+                         overflow="fold")
     for entry in entries:
         dataset = entry.dataset
         types = ", ".join(sorted(_last_segment(t) for t in dataset.entity_types))
