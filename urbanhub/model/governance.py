@@ -7,7 +7,7 @@ the enforcement point (the query service) carries out the obligations of a Decis
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -177,7 +177,7 @@ class AssignmentRule:
         if self.id_pattern is not None:
             object.__setattr__(self, "_regex", _compile_pattern(self.id_pattern))
 
-    def matches(self, entity_id: str, types: Sequence[str] | frozenset[str]) -> bool:
+    def matches(self, entity_id: str, types: Collection[str]) -> bool:
         if self.entity_type is not None and self.entity_type not in types:
             return False
         return self._regex is None or self._regex.fullmatch(entity_id) is not None

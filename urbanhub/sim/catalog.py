@@ -1,11 +1,13 @@
 """The demo city's data catalog: who owns each kind of sensor data, how open it is, and why
 it is collected. ``urbanhub demo`` loads it before provisioning, so every demo entity lands
-in its dataset; it is also an example of the catalog file format (``urbanhub catalog
-load``), written as the document a city would keep in YAML.
+in its dataset. It is the document ``urbanhub catalog load`` reads from a file, so it is
+also an example of that format.
 
 Environmental and traffic measurements are open, as cities publish them; parking spot
-states and waste container levels are internal (they run services and reveal little of
-interest, but nothing obliges publishing them); streetlight figures are open energy data.
+states and waste container levels are internal (they run services and nothing obliges
+publishing them); streetlight figures are open energy data. The demo's parking sensors
+report occupancy only, so no attribute needs a stricter class; a sensor that read number
+plates would add ``"attributeClassifications": {"plateNumber": "personal"}``.
 """
 
 from __future__ import annotations
