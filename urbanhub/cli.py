@@ -38,6 +38,9 @@ audit_app = typer.Typer(help="Tamper-evident audit trail.", no_args_is_help=True
 app.add_typer(audit_app, name="audit")
 admin_app = typer.Typer(help="Administration of the hub's identities.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+catalog_app = typer.Typer(help="Data catalog: purposes, datasets, assignment rules.",
+                          no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
 console = Console(stderr=True)
 output = Console()
 
@@ -172,6 +175,89 @@ def _audit_log() -> Iterator[AuditLog]:
         yield AuditLog(engine)
     finally:
         engine.dispose()
+
+
+@catalog_app.command("load")
+def catalog_load(file: Path = typer.Argument(..., help="Catalog file (.yaml, .yml or .json) "
+                                                      "with purposes and datasets.")) -> None:
+    """Create or update the purposes and datasets of a file, all or nothing; what is already
+    as the file says is left alone, so loading a file twice changes nothing."""
+    import yaml
+
+    from urbanhub.governance.catalog_documents import parse_catalog
+    from urbanhub.hub.runtime import Hub
+    from urbanhub.model.caller import Caller
+    from urbanhub.model.errors import UrbanhubError
+
+    if file.suffix.lower() not in (".yaml", ".yml", ".json"):
+        console.print(f"[red]{file}: give a .yaml, .yml or .json file[/]")
+        raise typer.Exit(2)
+    try:
+        text = file.read_text(encoding="utf-8")
+        payload = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        console.print(f"[red]{file}: cannot read it:[/] {exc}")
+        raise typer.Exit(2) from exc
+    hub = Hub(get_settings())
+    try:
+        hub.upgrade_schema()
+        purposes, datasets = parse_catalog(payload, hub.contexts.resolve)
+        report = hub.catalog.load(Caller.system("cli"), purposes, datasets)
+    except UrbanhubError as exc:
+        console.print(f"[red]{file.name}: nothing loaded:[/] {exc.detail}")
+        raise typer.Exit(1) from exc
+    finally:
+        hub.close()
+    table = Table(title=f"catalog {file.name}")
+    for column in ("kind", "id", "result"):
+        table.add_column(column)
+    for kind, outcomes in (("purpose", report.purposes), ("dataset", report.datasets)):
+        for ident, outcome in outcomes.items():
+            table.add_row(kind, ident, outcome.value)
+    output.print(table)
+    output.print(f"entities moved to another dataset: {report.entities_moved:,}")
+
+
+@catalog_app.command("list")
+def catalog_list() -> None:
+    """Datasets with their owner, classification, types and entity count; duplicates and
+    uncatalogued entities are pointed out."""
+    from urbanhub.hub.runtime import Hub
+    from urbanhub.model.caller import Caller
+
+    hub = Hub(get_settings())
+    try:
+        hub.upgrade_schema()
+        entries = hub.catalog.datasets()
+        report = hub.catalog.report(Caller.system("cli"))
+    finally:
+        hub.close()
+    table = Table(title="datasets")
+    for column in ("id", "title", "owner", "classification", "entity types", "entities"):
+        # Folded rather than cut short: an id with an ellipsis cannot be copied.
+        table.add_column(column, justify="right" if column == "entities" else "left",
+                         overflow="fold")
+    for entry in entries:
+        dataset = entry.dataset
+        types = ", ".join(sorted(_last_segment(t) for t in dataset.entity_types))
+        style = "yellow" if entry.built_in and entry.entity_count else None
+        table.add_row(dataset.id, dataset.title, dataset.owner, dataset.classification.value,
+                      types, f"{entry.entity_count:,}", style=style)
+    output.print(table)
+    if report.uncatalogued_entities:
+        found = ", ".join(f"{_last_segment(t)} ({n:,})" for t, n in report.uncatalogued_types)
+        output.print(f"[yellow]{report.uncatalogued_entities:,} entities match no assignment "
+                     f"rule:[/] {found}")
+    for duplicate in report.duplicates:
+        output.print(f"[yellow]possible duplicates:[/] {duplicate.first} and "
+                     f"{duplicate.second} both hold "
+                     f"{', '.join(_last_segment(t) for t in duplicate.shared_types)}; "
+                     f"{duplicate.reason}")
+
+
+def _last_segment(iri: str) -> str:
+    """A type's short name for a terminal table (the API gives full names)."""
+    return iri.rstrip("/#").rsplit("/", 1)[-1].rsplit("#", 1)[-1]
 
 
 @app.command()

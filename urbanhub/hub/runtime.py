@@ -7,6 +7,7 @@ import gc
 from sqlalchemy import Engine
 
 from urbanhub.config import Settings
+from urbanhub.governance.catalog import CatalogService, RuleCache
 from urbanhub.governance.identity import IdentityService
 from urbanhub.governance.oidc import OidcVerifier
 from urbanhub.hub.entities import EntityService
@@ -31,7 +32,10 @@ class Hub:
                  loader: ContextLoader | None = None) -> None:
         self.settings = settings
         self.engine = engine or make_engine(settings.database_url)
-        self.store = EntityStore(self.engine)
+        # Every entity created gets its catalog dataset from the rules, on every path.
+        self.store = EntityStore(self.engine, assign_dataset=RuleCache())
+        self.audit = AuditLog(self.engine)
+        self.catalog = CatalogService(self.store, self.audit)
         self.contexts = ContextResolver(loader or ContextLoader(settings.context_fetch_timeout_s))
         self.entities = EntityService(self.store, validator=validate_entity)
         self.queries = QueryService(self.store)
@@ -40,7 +44,6 @@ class Hub:
         self.ingest = IngestPipeline(self.store, self.metrics)
         self.devices = DeviceRegistry(self.store, self.entities)
         self.readings = ReadingMapper(self.devices, self.contexts)
-        self.audit = AuditLog(self.engine)
         self.identities = IdentityService(self.engine, self.audit,
                                           OidcVerifier.from_settings(settings))
 

@@ -6,11 +6,18 @@ the enforcement point (the query service) carries out the obligations of a Decis
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
+
+import isodate
+import orjson
+from shapely import geometry as shapes
+from shapely.validation import explain_validity
 
 from urbanhub.model.errors import BadRequestData
 
@@ -110,9 +117,164 @@ class Purpose:
     kind: PurposeKind = PurposeKind.ANALYSIS
 
 
+class DataTheme(StrEnum):
+    """The EU data theme vocabulary that DCAT-AP requires for ``dcat:theme``.
+
+    A closed list rather than free text, so the catalog can be published as DCAT-AP
+    without a mapping step and portals group the city's datasets with everyone else's.
+    """
+
+    AGRICULTURE = "AGRI"
+    ECONOMY = "ECON"
+    EDUCATION = "EDUC"
+    ENERGY = "ENER"
+    ENVIRONMENT = "ENVI"
+    GOVERNMENT = "GOVE"
+    HEALTH = "HEAL"
+    INTERNATIONAL = "INTR"
+    JUSTICE = "JUST"
+    PROVISIONAL = "OP_DATPRO"
+    REGIONS = "REGI"
+    SOCIETY = "SOCI"
+    TECHNOLOGY = "TECH"
+    TRANSPORT = "TRAN"
+
+
+_ABSOLUTE_IRI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")
+#: Longest id pattern accepted: patterns run on every entity creation and reassignment.
+MAX_PATTERN_LENGTH = 500
+
+
+def _is_iri(text: object) -> bool:
+    return isinstance(text, str) and _ABSOLUTE_IRI.fullmatch(text) is not None
+
+
+@dataclass(frozen=True)
+class AssignmentRule:
+    """Which entities belong to a dataset: by expanded entity type, by id pattern, or both.
+
+    The pattern must match the whole entity id (``re.fullmatch``), so a pattern written for
+    one city's ids cannot catch another's by a partial match. When several rules of the
+    catalog match, ``urbanhub.model.catalog.RuleSet`` decides which one wins.
+    """
+
+    entity_type: str | None = None
+    id_pattern: str | None = None
+    priority: int = 0
+    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False,
+                                           compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.entity_type is None and self.id_pattern is None:
+            raise BadRequestData("An assignment rule needs an entity type, an id pattern or "
+                                 "both; a rule matching every entity is not allowed.")
+        if self.entity_type is not None and not _is_iri(self.entity_type):
+            raise BadRequestData(f"Assignment rule entity type {self.entity_type!r} is not an "
+                                 "expanded IRI.")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise BadRequestData(f"Assignment rule priority {self.priority!r} is not an "
+                                 "integer.")
+        if self.id_pattern is not None:
+            object.__setattr__(self, "_regex", _compile_pattern(self.id_pattern))
+
+    def matches(self, entity_id: str, types: Collection[str]) -> bool:
+        if self.entity_type is not None and self.entity_type not in types:
+            return False
+        return self._regex is None or self._regex.fullmatch(entity_id) is not None
+
+
+def _compile_pattern(pattern: str) -> re.Pattern[str]:
+    if not isinstance(pattern, str) or not pattern:
+        raise BadRequestData("An assignment rule id pattern must be a non-empty string.")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise BadRequestData(f"Assignment rule id pattern is longer than {MAX_PATTERN_LENGTH} "
+                             "characters.")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise BadRequestData(f"Assignment rule id pattern {pattern!r} is not a valid regular "
+                             f"expression: {exc}.") from exc
+
+
+def parse_duration(text: str, what: str) -> timedelta | isodate.Duration:
+    """A positive ISO 8601 duration (``PT15M``, ``P1D``, ``P1Y``); 400 naming ``what``."""
+    try:
+        duration = isodate.parse_duration(text) if isinstance(text, str) else None
+    except (isodate.ISO8601Error, ValueError):
+        duration = None
+    if duration is None:
+        raise BadRequestData(f"{what} {text!r} is not an ISO 8601 duration such as PT15M, "
+                             "P1D or P1Y.")
+    parts = ([duration.years, duration.months, duration.tdelta.total_seconds()]
+             if isinstance(duration, isodate.Duration) else [duration.total_seconds()])
+    if any(part < 0 for part in parts) or not any(part > 0 for part in parts):
+        raise BadRequestData(f"{what} {text!r} must be a positive duration.")
+    return duration
+
+
+def parse_retention(text: str) -> timedelta:
+    """A retention period: a positive ISO 8601 duration of exact length.
+
+    Years and months are refused because their length varies and disposal must know exactly
+    which day data expires: write ``P1826D`` rather than ``P5Y``.
+    """
+    duration = parse_duration(text, "Retention")
+    if isinstance(duration, isodate.Duration):
+        raise BadRequestData(f"Retention {text!r} uses years or months, whose length varies; "
+                             "give it in weeks, days or hours (e.g. P1826D for five years).")
+    return duration
+
+
+def format_duration(duration: timedelta) -> str:
+    return str(isodate.duration_isoformat(duration))
+
+
+def parse_coverage(value: object) -> dict[str, Any]:
+    """Spatial coverage as a GeoJSON Polygon or MultiPolygon, from GeoJSON or a bbox.
+
+    A bbox is ``[min_lon, min_lat, max_lon, max_lat]`` (the GeoJSON ``bbox`` order) and
+    becomes its rectangle. The result is plain JSON (lists, floats), so a dataset read
+    back from the store equals the one that was written.
+    """
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                      for v in value):
+            raise BadRequestData("A spatial coverage bbox must be four numbers: min_lon, "
+                                 "min_lat, max_lon, max_lat.")
+        min_lon, min_lat, max_lon, max_lat = (float(v) for v in value)
+        if not (min_lon < max_lon and min_lat < max_lat):
+            raise BadRequestData("A spatial coverage bbox needs min_lon < max_lon and "
+                                 "min_lat < max_lat.")
+        shape = shapes.box(min_lon, min_lat, max_lon, max_lat)
+    elif isinstance(value, Mapping):
+        if value.get("type") not in ("Polygon", "MultiPolygon"):
+            raise BadRequestData("Spatial coverage must be a GeoJSON Polygon or MultiPolygon "
+                                 f"geometry (or a bbox), not {value.get('type')!r}.")
+        try:
+            shape = shapes.shape(value)
+        except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+            raise BadRequestData(f"Spatial coverage is not valid GeoJSON: {exc}.") from exc
+    else:
+        raise BadRequestData("Spatial coverage must be a GeoJSON Polygon or MultiPolygon, or "
+                             "a bbox of four numbers.")
+    if shape.is_empty or not shape.is_valid or shape.area <= 0:
+        reason = "it is empty" if shape.is_empty else explain_validity(shape)
+        raise BadRequestData(f"Spatial coverage is not a valid area: {reason}.")
+    min_lon, min_lat, max_lon, max_lat = shape.bounds
+    if min_lon < -180 or max_lon > 180 or min_lat < -90 or max_lat > 90:
+        raise BadRequestData("Spatial coverage must be in longitude/latitude (WGS 84): "
+                             "longitudes within ±180, latitudes within ±90.")
+    normalised: dict[str, Any] = orjson.loads(orjson.dumps(shapes.mapping(shape)))
+    return normalised
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """A catalogued dataset: the unit that ownership, classification and grants refer to."""
+    """A catalogued dataset: the unit that ownership, classification and grants refer to.
+
+    Entity types and attribute names are expanded IRIs, so one dataset means the same
+    thing whatever @context a client used to declare it.
+    """
 
     id: str
     owner: str  # organisation id
@@ -127,6 +289,14 @@ class Dataset:
         default_factory=lambda: MappingProxyType({}), hash=False)
     # Attributes that identify a data subject: what pseudonymisation replaces.
     identifiers: frozenset[str] = frozenset()
+    title: str = ""
+    description: str = ""
+    theme: DataTheme | None = None
+    entity_types: frozenset[str] = frozenset()  # the Smart Data Model types it holds
+    update_frequency: str | None = None  # ISO 8601 duration (PT15M); years and months allowed
+    # GeoJSON Polygon or MultiPolygon; None means the coverage was not declared.
+    spatial_coverage: Mapping[str, Any] | None = field(default=None, hash=False)
+    rules: tuple[AssignmentRule, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.id or not self.owner or not self.steward:
@@ -141,10 +311,25 @@ class Dataset:
                 self.legal_basis is LegalBasis.CONSENT):
             raise BadRequestData(f"Dataset {self.id}: consent-based data cannot be open, "
                                  "because consent is given per purpose.")
+        if self.classification is Classification.OPEN and not self.licence.strip():
+            raise BadRequestData(f"Dataset {self.id}: open data needs a licence.")
         if self.retention <= timedelta(0):
             raise BadRequestData(f"Dataset {self.id}: retention must be positive.")
+        if self.update_frequency is not None:
+            parse_duration(self.update_frequency, f"Dataset {self.id}: update frequency")
+        not_iris = sorted(t for t in self.entity_types if not _is_iri(t))
+        if not_iris:
+            raise BadRequestData(f"Dataset {self.id}: entity types must be expanded IRIs; "
+                                 f"not so for: {', '.join(not_iris)}.")
+        undeclared = sorted({r.entity_type for r in self.rules
+                             if r.entity_type is not None} - self.entity_types)
+        if undeclared:
+            raise BadRequestData(f"Dataset {self.id}: assignment rules name entity types the "
+                                 f"dataset does not declare: {', '.join(undeclared)}.")
         object.__setattr__(self, "attribute_classes", MappingProxyType(
             {name: Classification(cls) for name, cls in self.attribute_classes.items()}))
+        if self.spatial_coverage is not None:
+            object.__setattr__(self, "spatial_coverage", parse_coverage(self.spatial_coverage))
 
     def classification_of(self, attribute: str) -> Classification:
         return self.attribute_classes.get(attribute, self.classification)

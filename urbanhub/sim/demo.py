@@ -18,7 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from urbanhub.config import Settings
+from urbanhub.governance.catalog import LoadReport, Outcome
+from urbanhub.governance.catalog_documents import parse_catalog
+from urbanhub.hub.runtime import Hub
+from urbanhub.model.caller import Caller
 from urbanhub.ngsild.timeutil import utcnow
+from urbanhub.sim.catalog import demo_catalog
 from urbanhub.sim.city import CITY_NAME, build_city
 from urbanhub.sim.devices import CityFeeder, DemoTransportError, SendReport
 from urbanhub.sim.patterns import FaultConfig
@@ -45,7 +50,9 @@ class ServerThread:
     def __init__(self, settings: Settings, host: str, port: int) -> None:
         from urbanhub.api.app import create_app
 
-        config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
+        self.hub = Hub(settings)
+        config = uvicorn.Config(create_app(settings, hub=self.hub), host=host, port=port,
+                                log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="urbanhub-server",
                                        daemon=True)
@@ -81,6 +88,13 @@ def wait_ready(client: httpx.Client, timeout_s: float = 30.0) -> None:
     raise DemoError(f"the hub did not become ready within {timeout_s:.0f} s ({last})")
 
 
+def load_demo_catalog(hub: Hub) -> LoadReport:
+    """Declare the demo city's purposes and datasets (idempotent), so that the entities
+    provisioned next land in their datasets."""
+    purposes, datasets = parse_catalog(demo_catalog(), hub.contexts.resolve)
+    return hub.catalog.load(Caller.system("demo"), purposes, datasets)
+
+
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> SendReport:
     """Serve, provision, backfill, then stream until interrupted; returns what was streamed."""
     city = build_city(options.seed, options.sensors)
@@ -99,6 +113,9 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Send
                           f"  API     {base}/ngsi-ld/v1/entities\n"
                           f"  docs    {base}/docs\n"
                           f"  health  {base}/health")
+            catalog = load_demo_catalog(server.hub)
+            created = sum(o is Outcome.CREATED for o in catalog.datasets.values())
+            console.print(f"catalog: {len(catalog.datasets)} datasets ({created} new)")
             feeder = CityFeeder(client, city, options.faults)
             provisioned = feeder.provision()
             console.print(f"city: {len(city.districts)} districts, {len(city.sensors)} sensors "

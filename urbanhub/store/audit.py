@@ -11,12 +11,11 @@ be bypassed.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.engine import Row
@@ -31,6 +30,7 @@ from urbanhub.governance.audit import (
     verify_chain,
 )
 from urbanhub.ngsild.timeutil import utcnow
+from urbanhub.store.db import lock_sqlite_database
 from urbanhub.store.tables import audit_log
 
 #: Key of the PostgreSQL advisory lock serialising audit writers (ASCII "urbhaudt").
@@ -109,9 +109,8 @@ class AuditLog:
     def _lock(self, connection: Connection) -> None:
         if not self._sqlite:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
-        elif not cast(sqlite3.Connection, connection.connection.driver_connection).in_transaction:
-            # pysqlite defers BEGIN to the first write; the head must be read under the lock.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:  # the head must be read under the lock
+            lock_sqlite_database(connection)
 
     def _head(self, connection: Connection) -> AuditEntry | None:
         row = connection.execute(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
 
@@ -52,3 +53,14 @@ def current_revision(engine: Engine) -> str | None:
             return None
         row = connection.exec_driver_sql("SELECT version_num FROM alembic_version").first()
         return row[0] if row else None
+
+
+def lock_sqlite_database(connection: Connection) -> None:
+    """Take SQLite's database write lock now, unless this transaction already holds it.
+
+    pysqlite defers BEGIN to the first write, so whatever a transaction reads before it
+    writes may be stale by the time it writes; ``BEGIN IMMEDIATE`` takes the lock, across
+    processes, before the read.
+    """
+    if not cast(sqlite3.Connection, connection.connection.driver_connection).in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -8,7 +8,7 @@ one statement that inserts new history rows and folds exactly those into the rol
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +51,10 @@ _POSTGIS_RELATIONS = {"within": "ST_Within", "contains": "ST_Contains",
 #: Widening of PostGIS distance tests so they stay a superset of the Python predicate.
 _DISTANCE_SLACK = 0.01
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+#: Gives an entity its catalog dataset from its id and expanded types, inside the write
+#: transaction (``urbanhub.governance.catalog.RuleCache``).
+DatasetAssigner = Callable[[Connection, str, Sequence[str]], str]
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,12 @@ def geometry_bbox(geometry: dict[str, Any]) -> tuple[float, float, float, float]
 
 
 class EntityStore:
-    def __init__(self, engine: Engine) -> None:
+    """``assign_dataset`` places entities in catalog datasets when they are created or their
+    types change; without it they keep the column default (the uncatalogued dataset)."""
+
+    def __init__(self, engine: Engine, assign_dataset: DatasetAssigner | None = None) -> None:
         self.engine = engine
+        self.assign_dataset = assign_dataset
         self.dialect = engine.dialect.name
         self._sqlite_writer = threading.Lock()
         self._partitions: set[tuple[int, int]] = set()
@@ -307,7 +315,8 @@ class EntityStore:
         row = {"id": entity["id"], "types": orjson.dumps(entity["type"]).decode(),
                "scope": orjson.dumps(entity["scope"]).decode() if entity.get("scope") else None,
                "created_at": now, "modified_at": now}
-        conn.execute(entities.insert().values(**row, **self._bbox_columns(entity)))
+        conn.execute(entities.insert().values(**row, **self._bbox_columns(entity),
+                                              **self._dataset_column(conn, entity)))
         conn.execute(entity_types.insert(), [{"entity_id": entity["id"], "type": t}
                                              for t in dict.fromkeys(entity["type"])])
         self._sync_geometry(conn, entity)
@@ -318,7 +327,7 @@ class EntityStore:
         conn.execute(update(entities).where(entities.c.id == entity["id"]).values(
             types=orjson.dumps(entity["type"]).decode(),
             scope=orjson.dumps(entity["scope"]).decode() if entity.get("scope") else None,
-            modified_at=now, **self._bbox_columns(entity)))
+            modified_at=now, **self._bbox_columns(entity), **self._dataset_column(conn, entity)))
         conn.execute(delete(entity_types).where(entity_types.c.entity_id == entity["id"]))
         conn.execute(entity_types.insert(), [{"entity_id": entity["id"], "type": t}
                                              for t in dict.fromkeys(entity["type"])])
@@ -556,6 +565,11 @@ class EntityStore:
                                                 history.c.observed_at)))
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _dataset_column(self, conn: Connection, entity: Entity) -> dict[str, str]:
+        if self.assign_dataset is None:
+            return {}
+        return {"dataset_id": self.assign_dataset(conn, entity["id"], entity["type"])}
 
     def _bbox_columns(self, entity: Entity) -> dict[str, float | None]:
         instances = entity["attrs"].get(LOCATION) or {}

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -27,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+
+from urbanhub.model.catalog import UNCATALOGUED_ID
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -64,8 +67,13 @@ entities = Table(
     # geo-queries on both backends (PostgreSQL adds a PostGIS column when available).
     Column("min_lon", Float), Column("min_lat", Float),
     Column("max_lon", Float), Column("max_lat", Float),
+    # The catalog dataset the entity belongs to (``datasets.id``), set by the assignment
+    # rules; not the NGSI-LD datasetId of ``attributes.dataset_id``. The default catches
+    # rows written outside the hub: they land in the internal "uncatalogued" dataset.
+    Column("dataset_id", Text, nullable=False, server_default=UNCATALOGUED_ID),
 )
 Index("ix_entities_bbox", entities.c.min_lon, entities.c.min_lat)
+Index("ix_entities_dataset_id", entities.c.dataset_id)
 
 entity_types = Table(
     "entity_types", metadata,
@@ -196,3 +204,45 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime),
 )
 Index("ix_api_keys_subject", api_keys.c.subject)
+# The data catalog (urbanhub.governance.catalog). Scalars the catalog filters or shows in
+# lists are columns; lists and maps are JSON, always read and written whole.
+purposes = Table(
+    "purposes", metadata,
+    Column("id", Text, primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("modified_at", UTCDateTime, nullable=False),
+)
+
+datasets = Table(
+    "datasets", metadata,
+    Column("id", Text, primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("steward", Text, nullable=False),
+    Column("classification", Text, nullable=False),
+    Column("licence", Text, nullable=False),
+    Column("theme", Text),
+    Column("legal_basis", Text, nullable=False),
+    Column("retention", Text, nullable=False),  # ISO 8601 duration
+    Column("update_frequency", Text),  # ISO 8601 duration
+    Column("purposes", JSON, nullable=False),  # purpose ids
+    Column("entity_types", JSON, nullable=False),  # expanded type IRIs
+    Column("attribute_classes", JSON, nullable=False),  # attribute IRI -> classification
+    Column("identifiers", JSON, nullable=False),  # attribute IRIs
+    Column("spatial_coverage", JSON),  # GeoJSON Polygon or MultiPolygon
+    Column("rules", JSON, nullable=False),  # [{entity_type, id_pattern, priority}]
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("modified_at", UTCDateTime, nullable=False),
+)
+Index("ix_datasets_owner", datasets.c.owner)
+
+# One row: bumped whenever the assignment rules change, so every process can tell, with
+# one primary-key read, whether its compiled rules are still current.
+catalog_revision = Table(
+    "catalog_revision", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+)
