@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,6 +21,9 @@ from sqlalchemy import text
 from urbanhub.api.app import create_app
 from urbanhub.config import Settings
 from urbanhub.hub.runtime import Hub
+from urbanhub.model.caller import Caller
+from urbanhub.model.governance import OrganisationKind, Purpose, PurposeKind, Role
+from urbanhub.model.identity import Organisation
 from urbanhub.ngsild.context import ContextLoader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,10 +70,21 @@ def offline_loader() -> ContextLoader:
     return ContextLoader(fetch=refuse)
 
 
+#: Keys of the pseudonymisation obligation in tests (never the key file of a developer).
+PSEUDONYM_KEYS = {"test": "00112233445566778899aabbccddeeff"}
+#: The purpose the default client states: running the city's services.
+OPERATIONS = "city-operations"
+CITY = Organisation("city", "City of Testville", OrganisationKind.DEPARTMENT)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    return Settings(database_url=database_url, mqtt_url=None, pseudonym_keys=PSEUDONYM_KEYS,
+                    **overrides)
+
+
 @pytest.fixture
 def hub(database_url: str, offline_loader: ContextLoader) -> Iterator[Hub]:
-    settings = Settings(database_url=database_url, mqtt_url=None)
-    instance = Hub(settings, loader=offline_loader)
+    instance = Hub(make_settings(database_url), loader=offline_loader)
     instance.upgrade_schema()
     if instance.store.dialect == "postgresql":
         with instance.engine.begin() as connection:
@@ -77,8 +93,39 @@ def hub(database_url: str, offline_loader: ContextLoader) -> Iterator[Hub]:
     instance.close()
 
 
+def member_key(hub: Hub, subject: str, *roles: Role, organisation: Organisation = CITY) -> str:
+    """An API key of a (new or existing) member, made through the hub's identity service."""
+    issued = hub.identities.service_account_key(
+        Caller.system("tests"), organisation, subject, frozenset(roles), timedelta(days=1),
+        "tests")
+    return issued.key
+
+
+def operations_purpose(hub: Hub) -> None:
+    if all(p.id != OPERATIONS for p in hub.catalog.purposes()):
+        hub.catalog.create_purpose(Caller.system("tests"), Purpose(
+            OPERATIONS, "Running the city's services", PurposeKind.OPERATIONS))
+
+
+def operator_headers(hub: Hub) -> dict[str, str]:
+    """Credentials of a city operator (a department's member with the operator role) stating
+    the operations purpose: it may write entity data and read the city's internal data."""
+    operations_purpose(hub)
+    return {"X-API-Key": member_key(hub, "operator", Role.OPERATOR),
+            "Urbanhub-Purpose": OPERATIONS}
+
+
 @pytest.fixture
 def client(hub: Hub) -> Iterator[TestClient]:
+    """A city operator's client (``operator_headers``)."""
+    with TestClient(create_app(hub.settings, hub=hub),
+                    headers=operator_headers(hub)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def public_client(hub: Hub) -> Iterator[TestClient]:
+    """Anyone on the internet: no credentials."""
     with TestClient(create_app(hub.settings, hub=hub)) as test_client:
         yield test_client
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 import uvicorn
 from ngsildclient import Client, Entity
 from ngsildclient.api.exceptions import (
@@ -21,6 +22,7 @@ from ngsildclient.api.exceptions import (
     NgsiResourceNotFoundError,
 )
 
+from tests.conftest import operator_headers
 from urbanhub.api.app import create_app
 from urbanhub.hub.runtime import Hub
 
@@ -49,9 +51,21 @@ def broker(hub: Hub) -> Iterator[int]:
     sock.close()
 
 
+class ApiKeyAuth(requests.auth.AuthBase):
+    """How a requests-based client (ngsildclient) sends an Urbanhub key and purpose."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.update(self.headers)
+        return request
+
+
 @pytest.fixture
-def client(broker: int) -> Iterator[Any]:
-    with Client(hostname="127.0.0.1", port=broker, verbose=False) as ngsi:
+def client(broker: int, hub: Hub) -> Iterator[Any]:
+    with Client(hostname="127.0.0.1", port=broker, verbose=False,
+                custom_auth=ApiKeyAuth(operator_headers(hub))) as ngsi:
         yield ngsi
 
 

@@ -55,6 +55,12 @@ IDENTITY_TABLES = ("organisations", "members", "member_roles", "api_keys")
 runner = CliRunner()
 
 
+
+@pytest.fixture
+def client(public_client: TestClient) -> TestClient:
+    """These tests send their own credentials: start from the anonymous client."""
+    return public_client
+
 # --- helpers -----------------------------------------------------------------------------
 
 def apikey(key: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.conftest import operator_headers
 from tests.test_devices import ENV_LINK, SDM, device_body
 from urbanhub.api.app import create_app
 from urbanhub.hub.runtime import Hub
@@ -104,7 +105,8 @@ def stored(hub: Hub, name: str = "pm25", entity_id: str = EID) -> list[Any]:
 
 def test_publish_then_read_through_ngsi_ld(mqtt_hub: Hub) -> None:
     root = mqtt_hub.settings.mqtt_topic_root
-    with TestClient(create_app(mqtt_hub.settings, hub=mqtt_hub)) as client:
+    with TestClient(create_app(mqtt_hub.settings, hub=mqtt_hub),
+                    headers=operator_headers(mqtt_hub)) as client:
         assert client.post("/ingest/v1/devices", json=device_body()).status_code == 201
         wait_for(lambda: client.get("/health").json()["checks"]["broker"]["status"] == "up",
                  what="broker up")
@@ -136,7 +138,8 @@ def test_publish_then_read_through_ngsi_ld(mqtt_hub: Hub) -> None:
 
 def test_malformed_messages_are_dead_lettered_and_consumer_goes_on(mqtt_hub: Hub) -> None:
     root = mqtt_hub.settings.mqtt_topic_root
-    with TestClient(create_app(mqtt_hub.settings, hub=mqtt_hub)) as client:
+    with TestClient(create_app(mqtt_hub.settings, hub=mqtt_hub),
+                    headers=operator_headers(mqtt_hub)) as client:
         assert client.post("/ingest/v1/devices", json=device_body()).status_code == 201
         wait_for(lambda: client.get("/health").json()["checks"]["broker"]["status"] == "up",
                  what="broker up")
@@ -303,7 +306,8 @@ def test_broker_down_at_start_then_back(mqtt_hub: Hub, tmp_path: Path) -> None:
     port = _free_port()
     mqtt_hub.settings.mqtt_url = f"mqtt://127.0.0.1:{port}"
     root = mqtt_hub.settings.mqtt_topic_root
-    with TestClient(create_app(mqtt_hub.settings, hub=mqtt_hub)) as client:
+    with TestClient(create_app(mqtt_hub.settings, hub=mqtt_hub),
+                    headers=operator_headers(mqtt_hub)) as client:
         health = client.get("/health")
         assert health.status_code == 200
         assert health.json()["checks"]["broker"]["status"] == "down"

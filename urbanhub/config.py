@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     oidc_audience: str | None = None
     oidc_jwks_file: str | None = None
     oidc_jwks_url: str | None = None
+    # Pseudonymisation keys (id -> secret, hex or text, JSON in the environment) and the one
+    # new reads use; without keys, one is created in pseudonym_key_file (README).
+    pseudonym_keys: dict[str, str] = {}
+    pseudonym_key_id: str | None = None
+    pseudonym_key_file: str = "urbanhub-pseudonym.key"
+    # Access decisions are appended to the audit trail in batches this often.
+    decision_audit_interval_s: float = 0.5
 
 
 @lru_cache

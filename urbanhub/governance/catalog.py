@@ -19,7 +19,7 @@ and types.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -45,7 +45,8 @@ from urbanhub.ngsild.timeutil import utcnow
 from urbanhub.store.audit import AuditLog
 from urbanhub.store.catalog import (
     DatasetRecord,
-    bump_rules_revision,
+    bump_revision,
+    catalog_revision_number,
     entity_counts,
     get_dataset,
     get_purpose,
@@ -56,7 +57,6 @@ from urbanhub.store.catalog import (
     list_purposes,
     lock_catalog,
     move_entities,
-    rules_revision,
     uncatalogued_types,
     update_dataset,
     update_purpose,
@@ -112,7 +112,7 @@ class RuleCache:
 
     def __call__(self, conn: Connection, entity_id: str, types: Sequence[str]) -> str:
         lock_catalog(conn, exclusive=False)
-        revision = rules_revision(conn)
+        revision = catalog_revision_number(conn)
         compiled = self._compiled
         if compiled is None or compiled[0] != revision:
             compiled = (revision, RuleSet.of(r.dataset for r in list_datasets(conn)))
@@ -179,12 +179,36 @@ class _Transaction:
         self.events.append(AuditEvent(self.caller.subject, action, target, details))
 
 
+@dataclass(frozen=True)
+class GovernedCatalog:
+    """The datasets (the built-in one included) and purposes decisions are taken on."""
+
+    revision: int
+    datasets: Mapping[str, Dataset]
+    purposes: tuple[Purpose, ...]
+
+
 class CatalogService:
     def __init__(self, store: EntityStore, audit: AuditLog,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.audit = audit
         self.clock = clock
+        self._governed: GovernedCatalog | None = None
+
+    def governed(self) -> GovernedCatalog:
+        """The catalog as of its latest revision, reloaded only when it changed (in this
+        process or another): every read asks, so this costs one primary-key read."""
+        with self.store.read() as conn:
+            revision = catalog_revision_number(conn)
+            cached = self._governed
+            if cached is not None and cached.revision == revision:
+                return cached
+            datasets = {UNCATALOGUED_ID: UNCATALOGUED} | {
+                r.dataset.id: r.dataset for r in list_datasets(conn)}
+            cached = GovernedCatalog(revision, datasets, tuple(list_purposes(conn)))
+        self._governed = cached
+        return cached
 
     # --- reads (public) ------------------------------------------------------------------
 
@@ -284,8 +308,9 @@ class CatalogService:
                                   RuleSet.of(r.dataset for r in list_datasets(conn)))
             yield change
             rules_after = RuleSet.of(r.dataset for r in list_datasets(conn))
+            if change.events:  # any change: every process reloads its catalog
+                bump_revision(conn)
             if rules_after != change.rules_before:
-                bump_rules_revision(conn)
                 moved = _reassign(conn, rules_after)
                 change.entities_moved = sum(moved.values())
                 change.record("catalog.entities.reassign", "catalog",

@@ -20,11 +20,12 @@ from sqlalchemy import Connection, Engine
 
 from urbanhub.governance.audit import AuditEvent
 from urbanhub.governance.oidc import OidcVerifier
-from urbanhub.model.caller import Caller
+from urbanhub.model.caller import SYSTEM_ROLE, Caller
 from urbanhub.model.errors import (
     AlreadyExists,
     BadRequestData,
     Conflict,
+    Forbidden,
     ResourceNotFound,
     Unauthenticated,
 )
@@ -235,6 +236,27 @@ class IdentityService:
             events.append(self._insert_member(conn, actor, member))
             issued, event = self._issue(conn, actor, member, member.allowed_scopes, lifetime,
                                         "bootstrap")
+            events.append(event)
+        return issued
+
+    def service_account_key(self, caller: Caller, organisation: Organisation, subject: str,
+                            roles: frozenset[Role], lifetime: timedelta,
+                            label: str) -> IssuedKey:
+        """A fresh key for one of the hub's own integrations (the demo city, a test
+        harness), creating its organisation and member the first time; only the hub's
+        own components (system callers) may ask, and everything is audited as usual."""
+        if SYSTEM_ROLE not in caller.roles:
+            raise Forbidden("Service accounts are created by the hub's own components only.")
+        check_key_lifetime(lifetime)
+        with self._changing() as (conn, events):
+            if store.get_organisation(conn, organisation.id) is None:
+                events.append(self._insert_organisation(conn, caller, organisation))
+            member = store.get_member(conn, subject)
+            if member is None:
+                member = Member(subject, organisation.id, roles)
+                events.append(self._insert_member(conn, caller, member))
+            issued, event = self._issue(conn, caller, member, member.allowed_scopes, lifetime,
+                                        label)
             events.append(event)
         return issued
 

@@ -7,13 +7,15 @@ history, so the temporal API sees API updates and device readings alike.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
+from urbanhub.governance.enforcement import AccessGuard, check_write
 from urbanhub.model.caller import Caller
 from urbanhub.model.errors import (
     AlreadyExists,
@@ -61,14 +63,28 @@ EntityValidator = Callable[[Entity], None]
 class EntityService:
     """``validator`` sees each entity as it will be after a write and raises to refuse it."""
 
-    def __init__(self, store: EntityStore, clock: Callable[[], datetime] = utcnow,
+    def __init__(self, store: EntityStore, guard: AccessGuard,
+                 clock: Callable[[], datetime] = utcnow,
                  validator: EntityValidator | None = None) -> None:
         self.store = store
+        self.guard = guard
         self.clock = clock
         self.validator = validator
 
-    def create(self, caller: Caller, entity: Entity) -> None:
+    @contextmanager
+    def _writing(self, caller: Caller, entity_id: str) -> Iterator[Connection]:
+        """A write transaction on one entity that ``caller`` may write: checked on the
+        entity as it was and, if the write created it, on the dataset it landed in (the
+        check fails the transaction, so nothing is kept)."""
+        check_write(caller, None)
         with self.store.write() as conn:
+            existed = self.guard.check_entity_write(conn, caller, entity_id)
+            yield conn
+            if not existed:
+                self.guard.check_entity_write(conn, caller, entity_id)
+
+    def create(self, caller: Caller, entity: Entity) -> None:
+        with self._writing(caller, entity["id"]) as conn:
             self._create(conn, entity)
 
     def _create(self, conn: Connection, entity: Entity) -> None:
@@ -82,7 +98,7 @@ class EntityService:
 
     def replace(self, caller: Caller, entity_id: str, entity: Entity) -> None:
         """PUT /entities/{id}: the new content replaces every attribute."""
-        with self.store.write() as conn:
+        with self._writing(caller, entity_id) as conn:
             self._replace(conn, entity_id, entity)
 
     def _replace(self, conn: Connection, entity_id: str, entity: Entity) -> None:
@@ -100,14 +116,14 @@ class EntityService:
         self.store.replace_all_attributes(conn, merged, now)
 
     def delete(self, caller: Caller, entity_id: str) -> None:
-        with self.store.write() as conn:
+        with self._writing(caller, entity_id) as conn:
             if not self.store.delete_entity(conn, entity_id):
                 raise ResourceNotFound(f"Entity {entity_id} does not exist.")
 
     def append(self, caller: Caller, entity_id: str, fragment: Entity, *,
                no_overwrite: bool = False) -> UpdateResult:
         """POST /entities/{id}/attrs: add attributes, replacing existing ones unless told not to."""
-        with self.store.write() as conn:
+        with self._writing(caller, entity_id) as conn:
             return self._append(conn, entity_id, fragment, no_overwrite=no_overwrite)
 
     def _append(self, conn: Connection, entity_id: str, fragment: Entity, *,
@@ -127,7 +143,7 @@ class EntityService:
 
     def update(self, caller: Caller, entity_id: str, fragment: Entity) -> UpdateResult:
         """PATCH /entities/{id}/attrs: replace existing attributes only."""
-        with self.store.write() as conn:
+        with self._writing(caller, entity_id) as conn:
             return self._update(conn, entity_id, fragment)
 
     def _update(self, conn: Connection, entity_id: str, fragment: Entity) -> UpdateResult:
@@ -146,7 +162,7 @@ class EntityService:
 
     def merge(self, caller: Caller, entity_id: str, fragment: Entity) -> None:
         """PATCH /entities/{id} (merge-patch): update or add attributes, merging values."""
-        with self.store.write() as conn:
+        with self._writing(caller, entity_id) as conn:
             current = self._require(conn, entity_id)
             merged: Attrs = {}
             for name, instances in fragment["attrs"].items():
@@ -158,7 +174,7 @@ class EntityService:
     def patch_attribute(self, caller: Caller, entity_id: str, name: str,
                         fragment: Instance) -> None:
         """PATCH /entities/{id}/attrs/{attr}: partial update of one attribute instance."""
-        with self.store.write() as conn:
+        with self._writing(caller, entity_id) as conn:
             current = self._require(conn, entity_id)
             dataset_id = fragment.get("datasetId", DEFAULT_DATASET)
             before = current["attrs"].get(name, {}).get(dataset_id)
@@ -170,7 +186,7 @@ class EntityService:
 
     def delete_attribute(self, caller: Caller, entity_id: str, name: str, *,
                          dataset_id: str | None = None, delete_all: bool = False) -> None:
-        with self.store.write() as conn:
+        with self._writing(caller, entity_id) as conn:
             current = self._require(conn, entity_id)
             target = None if delete_all else (dataset_id or DEFAULT_DATASET)
             if not self.store.delete_attribute(conn, entity_id, name, target):
@@ -187,12 +203,14 @@ class EntityService:
     def batch(self, caller: Caller, operation: str, items: list[Any],
               parse: Callable[[Any], Entity], **options: Any) -> BatchResult:
         """Run one entity operation per item; each item succeeds or fails on its own."""
+        check_write(caller, None)  # no credentials or no right to write: refuse the request
         result = BatchResult()
         for item in items:
             entity_id = item.get("id", "") if isinstance(item, dict) else (
                 item if isinstance(item, str) else "")
             try:
-                with self.store.write() as conn:
+                target = item if isinstance(item, str) else str(entity_id)
+                with self._writing(caller, target) as conn:
                     if operation == "delete":
                         if not isinstance(item, str):
                             raise BadRequestData("Batch delete takes a list of entity ids.")

@@ -8,8 +8,10 @@ from sqlalchemy import Engine
 
 from urbanhub.config import Settings
 from urbanhub.governance.catalog import CatalogService, RuleCache
+from urbanhub.governance.enforcement import AccessGuard, DecisionRecorder
 from urbanhub.governance.identity import IdentityService
 from urbanhub.governance.oidc import OidcVerifier
+from urbanhub.governance.pseudonymise import load_pseudonymiser
 from urbanhub.hub.entities import EntityService
 from urbanhub.hub.metrics import Metrics
 from urbanhub.hub.query import QueryService
@@ -37,8 +39,11 @@ class Hub:
         self.audit = AuditLog(self.engine)
         self.catalog = CatalogService(self.store, self.audit)
         self.contexts = ContextResolver(loader or ContextLoader(settings.context_fetch_timeout_s))
-        self.entities = EntityService(self.store, validator=validate_entity)
-        self.queries = QueryService(self.store)
+        self.decisions = DecisionRecorder(self.audit, settings.decision_audit_interval_s)
+        self.guard = AccessGuard(self.catalog, self.decisions, load_pseudonymiser(
+            settings.pseudonym_keys, settings.pseudonym_key_id, settings.pseudonym_key_file))
+        self.entities = EntityService(self.store, self.guard, validator=validate_entity)
+        self.queries = QueryService(self.store, self.guard)
         self.temporal = TemporalService(self.store, self.queries, validator=validate_entity)
         self.metrics = Metrics()
         self.ingest = IngestPipeline(self.store, self.metrics)
@@ -58,6 +63,7 @@ class Hub:
         self.store.detect_features()
 
     def close(self) -> None:
+        self.decisions.close()
         self.engine.dispose()
 
 

@@ -15,15 +15,17 @@ Time semantics, as stored and as queried:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import isodate
 
+from urbanhub.governance.enforcement import DatasetView, check_write, pseudonymise_instance
+from urbanhub.governance.pseudonymise import Pseudonymiser
 from urbanhub.hub.query import EntityQuery, QueryService
-from urbanhub.model.caller import Caller
-from urbanhub.model.errors import BadRequestData, OperationNotSupported, ResourceNotFound
+from urbanhub.model.caller import SYSTEM_ROLE, Caller
+from urbanhub.model.errors import BadRequestData, OperationNotSupported
 from urbanhub.ngsild.entity import Entity, Instance
 from urbanhub.ngsild.timeutil import format_datetime, parse_datetime, utcnow
 from urbanhub.store import history
@@ -227,19 +229,25 @@ class TemporalService:
     # --- retrieval -------------------------------------------------------------------
 
     def get_entity(self, caller: Caller, entity_id: str, query: TemporalQuery) -> TemporalEntity:
-        """One entity's history; 404 only when it neither exists nor ever had history."""
-        with self.store.read() as conn:
-            current = self.store.load(conn, [entity_id]).get(entity_id)
-            if current is None and not history.has_history(conn, entity_id):
-                raise ResourceNotFound(f"Entity {entity_id} does not exist and has no history.")
-        return self._fill(caller, [TemporalEntity(entity_id, current)], query)[0]
+        """One entity's history; 404 when it neither exists nor ever had history, and
+        when the caller may not see it. The history of a deleted entity has no dataset
+        left to decide on, so only the hub's own components read it."""
+        found = self.queries.lookup(caller, [entity_id])
+        current = found.entities[0] if found.entities else None
+        if current is None:
+            with self.store.read() as conn:
+                kept = SYSTEM_ROLE in caller.roles and history.has_history(conn, entity_id)
+            if not kept:
+                raise self.queries.guard.entity_not_found(entity_id)
+        entity = TemporalEntity(entity_id, current)
+        return self._fill(caller, [entity], query, found.views)[0]
 
     def query(self, caller: Caller, selection: EntityQuery,
               query: TemporalQuery) -> TemporalResult:
         """Entities chosen on their current state, each with its history."""
         found = self.queries.query(caller, selection)
         entities = [TemporalEntity(e["id"], e) for e in found.entities]
-        return TemporalResult(self._fill(caller, entities, query), found.total)
+        return TemporalResult(self._fill(caller, entities, query, found.views), found.total)
 
     def rollup_eligible(self, query: TemporalQuery) -> bool:
         """Whether the hourly rollups give exactly what raw history would for this query."""
@@ -254,10 +262,20 @@ class TemporalService:
                 and ((step is None and time.start is not None and time.end is not None)
                      or (step is not None and history.micros(_EPOCH + step) % _HOUR_US == 0)))
 
-    def _fill(self, caller: Caller, entities: list[TemporalEntity],
-              query: TemporalQuery) -> list[TemporalEntity]:
+    def _fill(self, caller: Caller, entities: list[TemporalEntity], query: TemporalQuery,
+              views: Mapping[str, DatasetView]) -> list[TemporalEntity]:
         if not entities:
             return entities
+        try:
+            return self._read_history(entities, query)
+        finally:
+            by_id = {entity.id: entity for entity in entities}
+            for entity_id, view in views.items():
+                if entity_id in by_id:
+                    _apply_view(by_id[entity_id], view, self.queries.guard.pseudonymiser)
+
+    def _read_history(self, entities: list[TemporalEntity],
+                      query: TemporalQuery) -> list[TemporalEntity]:
         ids = [e.id for e in entities]
         by_id = {e.id: e for e in entities}
         time = query.time
@@ -392,8 +410,10 @@ class TemporalService:
                 rows.append(HistoryRow(entity["id"], name, instance.get("datasetId", ""),
                                        parse_datetime(instance["observedAt"]), instance,
                                        numeric_value(instance)))
+        check_write(caller, None)
+        guard = self.queries.guard
         with self.store.write() as conn:
-            if not self.store.exists(conn, entity["id"]):
+            if not guard.check_entity_write(conn, caller, entity["id"]):
                 if not entity.get("type"):
                     raise BadRequestData(f"Entity {entity['id']} does not exist; give its type "
                                          "to create it.")
@@ -408,6 +428,7 @@ class TemporalService:
                 if self.validator is not None:
                     self.validator(created)
                 self.store.insert_entity(conn, created, now)
+                guard.check_entity_write(conn, caller, entity["id"])  # where it landed
                 self.store.apply_readings(conn, rows, now)
                 return True
             self.store.apply_readings(conn, rows, now)
@@ -422,3 +443,18 @@ class TemporalService:
             if changed:
                 self.store.update_entity_header(conn, after, now)
             return False
+
+
+def _apply_view(entity: TemporalEntity, view: DatasetView,
+                pseudonymiser: Pseudonymiser) -> None:
+    """History as the view allows: dropped attributes gone, pseudonymised ones with their
+    instances pseudonymised and no aggregates (figures of an identifier mean nothing)."""
+    for name in view.hidden | view.pseudonymised:
+        entity.aggregates.pop(name, None)
+    for name in view.hidden:
+        entity.instances.pop(name, None)
+    for name in view.pseudonymised & entity.instances.keys():
+        entity.instances[name] = [
+            replace(item, instance=pseudonymise_instance(item.instance, pseudonymiser,
+                                                         view.key_id))
+            for item in entity.instances[name]]

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from urbanhub.model.governance import OrganisationKind
 
 ANONYMOUS = "anonymous"
+#: The role of the hub's own components (importer, demo, jobs): they act for the city.
+SYSTEM_ROLE = "system"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Caller:
     @classmethod
     def system(cls, component: str) -> Caller:
         """An internal component (ingest, demo simulator) acting on its own behalf."""
-        return cls(subject=f"system:{component}", roles=frozenset({"system"}),
+        return cls(subject=f"system:{component}", roles=frozenset({SYSTEM_ROLE}),
                    scopes=frozenset({"read", "write", "govern"}))
 
     @property

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import httpx
 import uvicorn
@@ -22,6 +23,8 @@ from urbanhub.governance.catalog import LoadReport, Outcome
 from urbanhub.governance.catalog_documents import parse_catalog
 from urbanhub.hub.runtime import Hub
 from urbanhub.model.caller import Caller
+from urbanhub.model.governance import OrganisationKind, Role
+from urbanhub.model.identity import Organisation
 from urbanhub.ngsild.timeutil import utcnow
 from urbanhub.sim.catalog import demo_catalog
 from urbanhub.sim.city import CITY_NAME, build_city
@@ -87,12 +90,23 @@ def wait_ready(client: httpx.Client, timeout_s: float = 30.0) -> None:
         time.sleep(0.1)
     raise DemoError(f"the hub did not become ready within {timeout_s:.0f} s ({last})")
 
+PLATFORM_KEY_LIFETIME = timedelta(days=1)
+
 
 def load_demo_catalog(hub: Hub) -> LoadReport:
     """Declare the demo city's purposes and datasets (idempotent), so that the entities
     provisioned next land in their datasets."""
     purposes, datasets = parse_catalog(demo_catalog(), hub.contexts.resolve)
     return hub.catalog.load(Caller.system("demo"), purposes, datasets)
+
+
+def platform_key(hub: Hub) -> str:
+    """A fresh API key of the city's data platform, which feeds every department's sensors
+    (so it holds the CDO role, the one that may write every organisation's datasets)."""
+    return hub.identities.service_account_key(
+        Caller.system("demo"), Organisation("riverton", f"City of {CITY_NAME}",
+                                            OrganisationKind.DEPARTMENT),
+        "riverton-platform", frozenset({Role.CDO}), PLATFORM_KEY_LIFETIME, "demo feeder").key
 
 
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> SendReport:
@@ -107,12 +121,15 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Send
     live = SendReport()
     try:
         server.start()
-        with httpx.Client(base_url=base, timeout=60.0) as client:
+        key = platform_key(server.hub)
+        with httpx.Client(base_url=base, timeout=60.0, headers={"X-API-Key": key}) as client:
             wait_ready(client)
             console.print(f"[bold]Urbanhub demo[/] ({CITY_NAME}, seed {options.seed}) ready:\n"
                           f"  API     {base}/ngsi-ld/v1/entities\n"
                           f"  docs    {base}/docs\n"
-                          f"  health  {base}/health")
+                          f"  health  {base}/health\n"
+                          f"  key     {key}  (the city platform's, a CDO's: valid "
+                          f"{PLATFORM_KEY_LIFETIME.days} day)")
             catalog = load_demo_catalog(server.hub)
             created = sum(o is Outcome.CREATED for o in catalog.datasets.values())
             console.print(f"catalog: {len(catalog.datasets)} datasets ({created} new)")

@@ -65,15 +65,16 @@ def lock_catalog(conn: Connection, *, exclusive: bool) -> None:
         lock_sqlite_database(conn)
 
 
-def rules_revision(conn: Connection) -> int:
-    """The revision of the assignment rules; 0 before any rule was ever set."""
+def catalog_revision_number(conn: Connection) -> int:
+    """The revision of the catalog (datasets, rules, purposes); 0 before any change."""
     found = conn.scalar(select(catalog_revision.c.revision).where(
         catalog_revision.c.id == _REVISION_ROW))
     return int(found or 0)
 
 
-def bump_rules_revision(conn: Connection) -> None:
-    """Tell every process its compiled rules are stale; needs the exclusive catalog lock."""
+def bump_revision(conn: Connection) -> None:
+    """Tell every process its catalog and compiled rules are stale; needs the exclusive
+    catalog lock."""
     bumped = conn.execute(update(catalog_revision).where(
         catalog_revision.c.id == _REVISION_ROW).values(revision=catalog_revision.c.revision + 1))
     if bumped.rowcount == 0:

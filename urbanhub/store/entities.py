@@ -78,6 +78,7 @@ class EntityFilter:
     id_pattern: str | None = None
     with_attrs: list[str] | None = None
     bbox: tuple[float, float, float, float] | None = None  # min_lon, min_lat, max_lon, max_lat
+    datasets: list[str] | None = None  # catalog datasets the caller may see; None: all
     extra: list[ColumnElement[bool]] = field(default_factory=list)
 
 
@@ -170,6 +171,8 @@ class EntityStore:
             min_lon, min_lat, max_lon, max_lat = flt.bbox
             clauses.extend([entities.c.max_lon >= min_lon, entities.c.min_lon <= max_lon,
                             entities.c.max_lat >= min_lat, entities.c.min_lat <= max_lat])
+        if flt.datasets is not None:
+            clauses.append(entities.c.dataset_id.in_(flt.datasets))
         clauses.extend(flt.extra)
         return clauses
 
@@ -247,6 +250,12 @@ class EntityStore:
         return int(conn.scalar(select(func.count()).select_from(entities).where(
             *self._where(flt))) or 0)
 
+    def dataset_of(self, conn: Connection, entity_id: str) -> str | None:
+        """The catalog dataset of an entity; None when there is no such entity."""
+        found: str | None = conn.scalar(select(entities.c.dataset_id).where(
+            entities.c.id == entity_id))
+        return found
+
     def exists(self, conn: Connection, entity_id: str) -> bool:
         return conn.scalar(select(entities.c.id).where(entities.c.id == entity_id)) is not None
 
@@ -258,10 +267,10 @@ class EntityStore:
                 entities.c.id.in_(wanted[start:start + 900]))))
         return found
 
-    def load(self, conn: Connection, ids: Sequence[str],
-             names: Sequence[str] | None = None) -> dict[str, Entity]:
+    def load(self, conn: Connection, ids: Sequence[str], names: Sequence[str] | None = None,
+             datasets: dict[str, str] | None = None) -> dict[str, Entity]:
         """Entities by id with their current attributes (only ``names`` when given), in the
-        order of ``ids``."""
+        order of ``ids``; ``datasets``, when given, is filled with each entity's dataset."""
         loaded: dict[str, Entity] = {}
         # PostgreSQL takes the ids as one array parameter, in one go: an expanded IN of
         # 1,000 ids costs more to build and parse than the rows cost to read. SQLite
@@ -283,6 +292,8 @@ class EntityStore:
                 if row.scope:
                     entity["scope"] = orjson.loads(row.scope)
                 loaded[row.id] = entity
+                if datasets is not None:
+                    datasets[row.id] = row.dataset_id
             wanted = select(attributes.c.entity_id, attributes.c.name, attributes.c.dataset_id,
                             attributes.c.instance).where(of_attribute)
             if names is not None:
@@ -294,19 +305,30 @@ class EntityStore:
                         arow.instance)
         return {i: loaded[i] for i in ids if i in loaded}
 
-    def type_names(self, conn: Connection) -> list[tuple[str, int]]:
-        query = select(entity_types.c.type, func.count()).group_by(entity_types.c.type).order_by(
-            entity_types.c.type)
-        return [(row[0], int(row[1])) for row in conn.execute(query)]
+    def type_counts(self, conn: Connection, datasets: Sequence[str] | None = None,
+                    ) -> list[tuple[str, str, int]]:
+        """(dataset, type IRI, entities) of the given datasets (None: all)."""
+        query = select(entities.c.dataset_id, entity_types.c.type, func.count()).join(
+            entities, entities.c.id == entity_types.c.entity_id).group_by(
+            entities.c.dataset_id, entity_types.c.type)
+        if datasets is not None:
+            query = query.where(entities.c.dataset_id.in_(list(datasets)))
+        return [(row[0], row[1], int(row[2])) for row in conn.execute(query)]
 
-    def attribute_names_by_type(self, conn: Connection) -> dict[str, dict[str, set[str]]]:
-        """type IRI -> attribute IRI -> attribute types seen (Property, Relationship, …)."""
-        query = select(entity_types.c.type, attributes.c.name, attributes.c.instance).join(
-            attributes, attributes.c.entity_id == entity_types.c.entity_id)
-        summary: dict[str, dict[str, set[str]]] = {}
+    def attribute_kinds(self, conn: Connection, datasets: Sequence[str] | None = None,
+                        ) -> dict[tuple[str, str], dict[str, set[str]]]:
+        """(dataset, type IRI) -> attribute IRI -> attribute types seen (Property, …)."""
+        query = select(entities.c.dataset_id, entity_types.c.type, attributes.c.name,
+                       attributes.c.instance).join(
+            attributes, attributes.c.entity_id == entity_types.c.entity_id).join(
+            entities, entities.c.id == entity_types.c.entity_id)
+        if datasets is not None:
+            query = query.where(entities.c.dataset_id.in_(list(datasets)))
+        summary: dict[tuple[str, str], dict[str, set[str]]] = {}
         for row in conn.execute(query):
             kind = orjson.loads(row.instance).get("type", "Property")
-            summary.setdefault(row.type, {}).setdefault(row.name, set()).add(kind)
+            summary.setdefault((row.dataset_id, row.type), {}).setdefault(
+                row.name, set()).add(kind)
         return summary
 
     # --- writes ----------------------------------------------------------------------
