@@ -19,6 +19,7 @@ and types.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -179,6 +180,10 @@ class _Transaction:
         self.events.append(AuditEvent(self.caller.subject, action, target, details))
 
 
+#: How often a process checks whether another one changed the catalog, in seconds.
+REVISION_CHECK_S = 1.0
+
+
 @dataclass(frozen=True)
 class GovernedCatalog:
     """The datasets (the built-in one included) and purposes decisions are taken on."""
@@ -195,19 +200,23 @@ class CatalogService:
         self.audit = audit
         self.clock = clock
         self._governed: GovernedCatalog | None = None
+        self._checked_at = 0.0
 
     def governed(self) -> GovernedCatalog:
-        """The catalog as of its latest revision, reloaded only when it changed (in this
-        process or another): every read asks, so this costs one primary-key read."""
+        """The catalog as of its latest revision. Every read asks, so the revision is
+        checked in the database at most every ``REVISION_CHECK_S``: a change made through
+        this process applies from the next read, one made by another process within that
+        time."""
+        cached, checked = self._governed, self._checked_at
+        if cached is not None and time.monotonic() - checked < REVISION_CHECK_S:
+            return cached
         with self.store.read() as conn:
             revision = catalog_revision_number(conn)
-            cached = self._governed
-            if cached is not None and cached.revision == revision:
-                return cached
-            datasets = {UNCATALOGUED_ID: UNCATALOGUED} | {
-                r.dataset.id: r.dataset for r in list_datasets(conn)}
-            cached = GovernedCatalog(revision, datasets, tuple(list_purposes(conn)))
-        self._governed = cached
+            if cached is None or cached.revision != revision:
+                datasets = {UNCATALOGUED_ID: UNCATALOGUED} | {
+                    r.dataset.id: r.dataset for r in list_datasets(conn)}
+                cached = GovernedCatalog(revision, datasets, tuple(list_purposes(conn)))
+        self._governed, self._checked_at = cached, time.monotonic()
         return cached
 
     # --- reads (public) ------------------------------------------------------------------
@@ -316,6 +325,7 @@ class CatalogService:
                 change.record("catalog.entities.reassign", "catalog",
                               {"entitiesMoved": change.entities_moved, "byDataset": moved})
             self.audit.append(change.events, conn)
+        self._governed = None  # this process sees its own change from the next read
 
     def _save(self, change: _Transaction, dataset: Dataset, *, create: bool | None) -> Outcome:
         """Insert (create True), update (False) or either (None) one dataset."""

@@ -197,15 +197,16 @@ class DecisionRecorder:
         self.audit = audit
         self.interval_s = interval_s
         self.max_pending = max_pending
-        self._pending: list[AuditEvent] = []
+        # (actor, action, details): events are built at flush, off the request path.
+        self._pending: list[tuple[str, str, Mapping[str, Any]]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def record(self, event: AuditEvent) -> None:
+    def record(self, actor: str, action: str, details: Mapping[str, Any]) -> None:
         with self._lock:
-            self._pending.append(event)
+            self._pending.append((actor, action, details))
             full = len(self._pending) >= self.max_pending
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="urbanhub-decisions",
@@ -216,9 +217,10 @@ class DecisionRecorder:
 
     def flush(self) -> None:
         with self._lock:
-            events, self._pending = self._pending, []
-        if events:
-            self.audit.append(events)
+            pending, self._pending = self._pending, []
+        if pending:
+            self.audit.append([AuditEvent(actor, action, None, details)
+                               for actor, action, details in pending])
 
     def close(self) -> None:
         self._closed = True
@@ -266,8 +268,7 @@ class AccessGuard:
         if SYSTEM_ROLE in caller.roles:
             return ReadScope(caller, action, unrestricted=True)
         cached = self._scope(caller, action)
-        self.recorder.record(AuditEvent(caller.subject, f"access.{action.value}", None,
-                                        cached.summary))
+        self.recorder.record(caller.subject, f"access.{action.value}", cached.summary)
         return cached.scope
 
     def check_entity_write(self, conn: Connection, caller: Caller, entity_id: str) -> bool:
