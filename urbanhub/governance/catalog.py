@@ -31,7 +31,7 @@ from sqlalchemy import Connection
 
 from urbanhub.governance.audit import AuditEvent
 from urbanhub.governance.catalog_documents import audit_details
-from urbanhub.model.caller import Caller
+from urbanhub.model.caller import SYSTEM_ROLE, Caller
 from urbanhub.model.catalog import (
     UNCATALOGUED,
     UNCATALOGUED_ID,
@@ -63,9 +63,6 @@ from urbanhub.store.catalog import (
     update_purpose,
 )
 from urbanhub.store.entities import EntityStore
-
-#: The role of the hub's own components (``Caller.system``).
-SYSTEM_ROLE = "system"
 
 
 def governs_catalog(caller: Caller) -> bool:

@@ -9,7 +9,6 @@ the city decides what they may do.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from urbanhub.model.errors import (
 )
 from urbanhub.model.governance import Role
 from urbanhub.model.identity import (
+    API_KEY,
     ApiKey,
     KeyStatus,
     Member,
@@ -39,7 +39,6 @@ from urbanhub.model.identity import (
     authorise,
     check_key_lifetime,
     check_key_scopes,
-    format_api_key,
     hash_secret,
     may_govern_identities,
     member_caller,
@@ -294,13 +293,13 @@ class IdentityService:
                scopes: frozenset[Scope], lifetime: timedelta,
                label: str | None) -> tuple[IssuedKey, AuditEvent]:
         now = self.clock()
-        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        key_id, secret, text = API_KEY.issue()
         record = ApiKey(key_id, holder.subject, scopes, now, now + lifetime, None, label)
         store.insert_api_key(conn, record, hash_secret(secret))
         event = AuditEvent(caller.subject, "identity.api_key.issue", f"api_key:{key_id}",
                            {"subject": holder.subject, "scopes": sorted(scopes),
                             "expires_at": format_datetime(record.expires_at), "label": label})
-        return IssuedKey(record, format_api_key(key_id, secret)), event
+        return IssuedKey(record, text), event
 
     @staticmethod
     def _check_oidc_identity_free(conn: Connection, member: Member) -> None:

@@ -46,8 +46,8 @@ class Hub:
         self.queries = QueryService(self.store, self.guard)
         self.temporal = TemporalService(self.store, self.queries, validator=validate_entity)
         self.metrics = Metrics()
-        self.ingest = IngestPipeline(self.store, self.metrics)
-        self.devices = DeviceRegistry(self.store, self.entities)
+        self.devices = DeviceRegistry(self.store, self.entities, self.audit)
+        self.ingest = IngestPipeline(self.store, self.metrics, self.devices, self.audit)
         self.readings = ReadingMapper(self.devices, self.contexts)
         self.identities = IdentityService(self.engine, self.audit,
                                           OidcVerifier.from_settings(settings))

@@ -25,6 +25,7 @@ import orjson
 from urbanhub.hub.runtime import Hub
 from urbanhub.ingest.pipeline import Reading, Rejected
 from urbanhub.model.caller import Caller
+from urbanhub.model.devices import Sender
 from urbanhub.model.errors import AlreadyExists, BadRequestData, UrbanhubError
 from urbanhub.ngsild.context import TermMap, is_iri
 from urbanhub.ngsild.entity import DEFAULT_DATASET, ENTITY_MEMBERS, Entity, parse_entity
@@ -33,6 +34,9 @@ from urbanhub.ngsild.timeutil import format_datetime
 #: Called with the number of input bytes consumed since the previous call.
 ProgressCallback = Callable[[int], None]
 CALLER = Caller.system("import")
+#: An administrator runs the import: the gate still refuses readings for devices that are
+#: not active.
+IMPORT_SENDER = Sender.component("import")
 SOURCE = "file"
 MISSING = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
 _UNSAFE = re.compile(r"""[<>"'=;()\s\\]+""")
@@ -322,7 +326,7 @@ def _rejected(reason: str, payload: Any, path: Path, index: int | None) -> Rejec
 
 def _dead_letter(hub: Hub, rejected: list[Rejected]) -> None:
     if rejected:
-        hub.ingest.ingest([], rejected)
+        hub.ingest.ingest([], rejected, sender=IMPORT_SENDER)
 
 
 # --- CSV ----------------------------------------------------------------------------------
@@ -369,7 +373,7 @@ class _CsvBatcher:
             else:
                 readings.extend(row.readings)
         if readings or self.rejected:
-            answer = self.hub.ingest.ingest(readings, self.rejected)
+            answer = self.hub.ingest.ingest(readings, self.rejected, sender=IMPORT_SENDER)
             self.report.readings += answer.accepted
             self.report.stored += answer.stored
             self.report.duplicates += answer.accepted - answer.stored

@@ -37,12 +37,16 @@ from urbanhub.config import Settings
 from urbanhub.hub.metrics import Metrics
 from urbanhub.ingest.pipeline import IngestPipeline, Rejected
 from urbanhub.ingest.readings import Message, ReadingMapper
+from urbanhub.model.devices import Sender
 
 log = logging.getLogger("urbanhub.ingest.mqtt")
 
 _NO_ACK = -1
 _RETRY_MAX_S = 5.0
 _PUBACK = struct.Struct("!BBH")  # MQTT 5 PUBACK, reason "success" left out (remaining length 2)
+#: The broker authenticated the publisher and its ACL ties each device to its own topics
+#: (``urbanhub devices mosquitto-config``), so the topic's device id is taken as proven.
+MQTT_SENDER = Sender.component("mqtt")
 
 
 class _HubClient(mqtt.Client):
@@ -293,7 +297,8 @@ class MqttAdapter:
 
     def _store_batch(self, messages: list[Message]) -> None:
         batch = self.mapper.mqtt_messages(messages, self.root)
-        report = self.pipeline.ingest(batch.readings, batch.rejected, batch.origins)
+        report = self.pipeline.ingest(batch.readings, batch.rejected, batch.origins,
+                                      sender=MQTT_SENDER)
         self.metrics.add("mqtt_messages", len(messages))
         self.metrics.add("mqtt_dead_letters", len(report.rejected))
 
@@ -306,7 +311,7 @@ class MqttAdapter:
                 topic = message[0].decode("utf-8", "backslashreplace")
                 log.exception("MQTT message on %s cannot be stored", topic)
                 self.pipeline.ingest([], [Rejected(f"could not be stored: {exc}", bytes(message[1]),
-                                                   "mqtt", topic)])
+                                                   "mqtt", topic)], sender=MQTT_SENDER)
                 self.metrics.add("mqtt_messages")
                 self.metrics.add("mqtt_dead_letters")
 

@@ -18,6 +18,7 @@ import orjson
 
 from urbanhub.ingest.devices import RESERVED_KEYS, AttributeMapping, DeviceRegistry
 from urbanhub.ingest.pipeline import Origin, Reading, Rejected
+from urbanhub.model.devices import Refusal
 from urbanhub.model.errors import UrbanhubError
 from urbanhub.ngsild.context import ContextResolver, is_iri
 from urbanhub.ngsild.entity import check_geometry, parse_entity
@@ -27,10 +28,18 @@ _ZERO = timedelta(0)
 #: One MQTT message as the adapter hands it over: topic, raw payload, receive time (epoch s).
 Message = tuple[bytes, bytes | bytearray, float]
 _MAX_ROUTES = 100_000  # topics remembered per root; beyond that the cache starts again
+_MAX_DEVICE_ID = 128  # of a claimed device id quoted in the audit trail
 
 
 class Unmappable(Exception):
-    """A payload (or one key of it) that cannot become a reading; the message is the reason."""
+    """A payload (or one key of it) that cannot become a reading; the message is the reason,
+    ``code`` what kind of refusal it is and ``device_id`` the device it named, if any."""
+
+    def __init__(self, reason: str, code: Refusal = Refusal.INVALID,
+                 device_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.device_id = device_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +165,14 @@ class ReadingMapper:
             raise Unmappable("deviceId must be a string")
         device = self.devices.lookup(device_id)
         if device is None:
-            raise Unmappable(f"unknown device {device_id!r}")
+            raise Unmappable(f"unknown device {device_id!r}", Refusal.UNKNOWN_DEVICE,
+                             device_id[:_MAX_DEVICE_ID])
         raw_time = values.get("observedAt")
-        moment, observed = receive_time(received) if raw_time is None else observed_time(
-            raw_time, times)
+        try:
+            moment, observed = receive_time(received) if raw_time is None else observed_time(
+                raw_time, times)
+        except Unmappable as exc:
+            raise Unmappable(str(exc), device_id=device_id) from None
         entity_id = device.entity_id
         mapping = device.attributes
         found = False
@@ -167,33 +180,38 @@ class ReadingMapper:
             attr = mapping.get(key)
             if attr is None:
                 if key not in RESERVED_KEYS:
-                    self._reject(batch, origin, f"attribute {key!r} is not declared by "
-                                                f"device {device_id}")
+                    self._reject(batch, origin, Unmappable(
+                        f"attribute {key!r} is not declared by device {device_id}",
+                        Refusal.UNDECLARED_ATTRIBUTE, device_id))
                 continue
             try:
                 instance, number = make_instance(key, attr, value, observed)
             except Unmappable as exc:
-                self._reject(batch, origin, f"device {device_id}: {exc}")
+                self._reject(batch, origin, Unmappable(f"device {device_id}: {exc}",
+                                                       device_id=device_id))
                 continue
             batch.readings.append(HistoryRow(entity_id, attr.name, "", moment, instance, number))
             batch.origins.append(origin)
             found = True
         if not found and not any(key not in RESERVED_KEYS for key in values):
-            raise Unmappable(f"the measurement of device {device_id} has no values")
+            raise Unmappable(f"the measurement of device {device_id} has no values",
+                             device_id=device_id)
 
     def single_value(self, batch: MappedBatch, origin: Origin, device_id: str, key: str,
                      value: Any, received: float) -> None:
         device = self.devices.lookup(device_id)
         if device is None:
-            raise Unmappable(f"unknown device {device_id!r}")
+            raise Unmappable(f"unknown device {device_id!r}", Refusal.UNKNOWN_DEVICE,
+                             device_id[:_MAX_DEVICE_ID])
         attr = device.attributes.get(key)
         if attr is None:
-            raise Unmappable(f"attribute {key!r} is not declared by device {device_id}")
+            raise Unmappable(f"attribute {key!r} is not declared by device {device_id}",
+                             Refusal.UNDECLARED_ATTRIBUTE, device_id)
         moment, observed = receive_time(received)
         try:
             instance, number = make_instance(key, attr, value, observed)
         except Unmappable as exc:
-            raise Unmappable(f"device {device_id}: {exc}") from None
+            raise Unmappable(f"device {device_id}: {exc}", device_id=device_id) from None
         batch.readings.append(HistoryRow(device.entity_id, attr.name, "", moment, instance,
                                          number))
         batch.origins.append(origin)
@@ -244,7 +262,7 @@ class ReadingMapper:
                     raise Unmappable("an element needs a deviceId (measurement) or an id "
                                      "(NGSI-LD entity fragment)")
             except Unmappable as exc:
-                self._reject(batch, origin, str(exc))
+                self._reject(batch, origin, exc)
         return batch
 
     # --- MQTT messages ---------------------------------------------------------------------
@@ -268,7 +286,8 @@ class ReadingMapper:
                 try:
                     value = loads(payload)
                 except orjson.JSONDecodeError:
-                    raise Unmappable("the payload is not JSON") from None
+                    raise Unmappable("the payload is not JSON",
+                                     device_id=route.device_id) from None
                 device_id = route.device_id
                 if device_id is None:  # the NGSI-LD entities topic
                     fragments = value if type(value) is list else [value]
@@ -280,15 +299,16 @@ class ReadingMapper:
                     self.single_value(batch, origin, device_id, route.key, value, epoch_s)
                 elif type(value) is dict:
                     if value.get("deviceId", device_id) != device_id:
-                        raise Unmappable("deviceId in the payload differs from the topic")
+                        raise Unmappable("deviceId in the payload differs from the topic",
+                                         device_id=device_id)
                     self.measurement(batch, origin, device_id, value, epoch_s, times)
                 else:
-                    raise Unmappable("a measurement must be a JSON object")
+                    raise Unmappable("a measurement must be a JSON object", device_id=device_id)
             except Unmappable as exc:
-                self._reject(batch, origin, str(exc))
+                self._reject(batch, origin, exc)
         return batch
 
     @staticmethod
-    def _reject(batch: MappedBatch, origin: Origin, reason: str) -> None:
-        batch.rejected.append(Rejected(reason, origin.raw(), origin.source, origin.topic,
-                                       origin.index))
+    def _reject(batch: MappedBatch, origin: Origin, why: Unmappable) -> None:
+        batch.rejected.append(Rejected(str(why), origin.raw(), origin.source, origin.topic,
+                                       origin.index, why.code, why.device_id))

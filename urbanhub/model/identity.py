@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,8 +45,6 @@ ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
 
 #: Longest an API key may live: a forgotten key stops working within a year at most.
 MAX_API_KEY_LIFETIME = timedelta(days=365)
-API_KEY_PREFIX = "uh"
-_KEY = re.compile(r"uh_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 # Subjects may not contain ":" so that "system:…" and "oidc:…" callers never collide with them.
 _SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 _ORGANISATION_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -174,18 +173,45 @@ def check_key_lifetime(lifetime: timedelta) -> None:
                              "of being issued.")
 
 
-def format_api_key(key_id: str, secret: str) -> str:
-    """The key as handed to its holder: ``uh_<key id>_<secret>``; the id finds the record."""
-    return f"{API_KEY_PREFIX}_{key_id}_{secret}"
+@dataclass(frozen=True)
+class KeyFormat:
+    """How one kind of secret key is spelled: ``<prefix>_<key id>_<secret>``.
+
+    The key id (16 hex digits, not secret) finds the record; the secret (32 random bytes,
+    URL-safe base64) is checked against the record's hash. API keys and device keys share
+    the format and differ by prefix, so a key sent in the wrong header is told apart.
+    """
+
+    prefix: str
+    name: str  # "API key", as error messages say it
+    scheme: str  # the WWW-Authenticate scheme of a 401 about this kind of key
+
+    def issue(self) -> tuple[str, str, str]:
+        """A new key: its id, its secret, and the whole text handed over once."""
+        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        return key_id, secret, self.format(key_id, secret)
+
+    def format(self, key_id: str, secret: str) -> str:
+        return f"{self.prefix}_{key_id}_{secret}"
+
+    def parse(self, text: str) -> tuple[str, str]:
+        """Key id and secret of a presented key; Unauthenticated when it is not shaped
+        like one."""
+        match = re.fullmatch(re.escape(self.prefix) + r"_([0-9a-f]{16})_([A-Za-z0-9_-]{43})",
+                             text)
+        if match is None:
+            raise Unauthenticated(f"The {self.name} is malformed: Urbanhub {self.name}s look "
+                                  f"like {self.prefix}_<16 hex digits>_<43 characters>.",
+                                  scheme=self.scheme)
+        return match.group(1), match.group(2)
+
+
+API_KEY = KeyFormat("uh", "API key", "ApiKey")
 
 
 def parse_api_key(text: str) -> tuple[str, str]:
     """Key id and secret of a presented key; Unauthenticated when it is not shaped like one."""
-    match = _KEY.fullmatch(text)
-    if match is None:
-        raise Unauthenticated("The API key is malformed: Urbanhub keys look like "
-                              "uh_<16 hex digits>_<43 characters>.", scheme="ApiKey")
-    return match.group(1), match.group(2)
+    return API_KEY.parse(text)
 
 
 def hash_secret(secret: str) -> str:

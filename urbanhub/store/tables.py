@@ -122,15 +122,47 @@ rollup_hourly = Table(
 )
 Index("ix_rollup_hourly_hour", rollup_hourly.c.hour)
 
+# Devices (urbanhub.ingest.devices): the mapping a device writes with, and its governance.
+# ``risk_tier`` is the tier in force (the override's, else derived from the attributes'
+# categories), kept as a column so lists filter on it. A device key is kept as the SHA-256
+# of its secret (``credential_hash``, checked on HTTP) and, for MQTT devices, as the
+# Mosquitto PBKDF2-SHA512 hash of the whole key (``broker_password_hash``, written to the
+# broker's password file); never the key itself.
 devices = Table(
     "devices", metadata,
     Column("id", Text, primary_key=True),
     Column("entity_id", Text, nullable=False, unique=True),
     Column("entity_type", Text, nullable=False),  # expanded IRI
-    Column("attributes", Text, nullable=False),  # JSON: measurement key -> mapping
+    Column("attributes", Text, nullable=False),  # JSON: measurement key -> mapping, category
     Column("transport", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("modified_at", UTCDateTime, nullable=False),
+    Column("owner", Text),  # organisation id; NULL only for devices older than 0007
+    Column("manufacturer", Text),
+    Column("model", Text),
+    Column("location", Text),  # JSON: GeoJSON geometry
+    Column("status", Text, nullable=False),
+    Column("risk_tier", Text, nullable=False),
+    Column("tier_override", Text),
+    Column("tier_justification", Text),
+    Column("tier_overridden_by", Text),
+    Column("tier_overridden_at", UTCDateTime),
+    Column("approved_by", Text),
+    Column("approved_at", UTCDateTime),
+    Column("credential_id", Text),  # the key id of the device key
+    Column("credential_hash", Text),
+    Column("broker_password_hash", Text),
+    Column("credential_issued_at", UTCDateTime),
+)
+Index("ix_devices_owner", devices.c.owner)
+Index("ix_devices_credential_id", devices.c.credential_id, unique=True)
+
+# One row: bumped by every device change, so each process can tell with one primary-key
+# read whether the devices it holds in memory (status included) are still current.
+device_revision = Table(
+    "device_revision", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
 )
 
 dead_letters = Table(
