@@ -41,6 +41,8 @@ app.add_typer(admin_app, name="admin")
 catalog_app = typer.Typer(help="Data catalog: purposes, datasets, assignment rules.",
                           no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+devices_app = typer.Typer(help="The device registry.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
 console = Console(stderr=True)
 output = Console()
 
@@ -253,6 +255,55 @@ def catalog_list() -> None:
                      f"{duplicate.second} both hold "
                      f"{', '.join(_last_segment(t) for t in duplicate.shared_types)}; "
                      f"{duplicate.reason}")
+
+
+@devices_app.command("mosquitto-config")
+def devices_mosquitto_config(
+        passwords: Path = typer.Option(..., help="Mosquitto password file to write "
+                                                 "(password_file in mosquitto.conf)."),
+        acl: Path = typer.Option(..., help="Mosquitto ACL file to write (acl_file).")) -> None:
+    """Write Mosquitto's password and ACL files from the device registry: each active MQTT
+    device logs in with its device key and may publish on its own topics only; the hub's
+    user (from URBANHUB_MQTT_URL) may read them. Reload Mosquitto (SIGHUP) afterwards."""
+    from urbanhub.hub.runtime import Hub
+    from urbanhub.ingest.mosquitto import broker_accounts, broker_files
+    from urbanhub.ingest.mqtt import BrokerAddress
+
+    settings = get_settings()
+    address = BrokerAddress.parse(settings.mqtt_url) if settings.mqtt_url else None
+    hub = Hub(settings)
+    try:
+        hub.upgrade_schema()
+        accounts, left_out = broker_accounts(hub.devices.all())
+    finally:
+        hub.close()
+    hub_user = address.username if address else None
+    try:
+        files = broker_files(accounts, settings.mqtt_topic_root, hub_user,
+                             address.password if address else None)
+    except ValueError as exc:
+        console.print(f"[red]nothing written:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    _write_private(passwords, files.passwords)
+    _write_private(acl, files.acl)
+    console.print(f"wrote {len(files.devices)} device accounts"
+                  f"{f' and the hub user {hub_user}' if hub_user else ''} to {passwords} "
+                  f"and {acl}; reload Mosquitto (SIGHUP) to apply them", highlight=False)
+    if hub_user is None or (address is not None and address.password is None):
+        console.print("[yellow]URBANHUB_MQTT_URL names no user and password:[/] the hub "
+                      "cannot log in to a broker using these files")
+    for device_id, reason in left_out:
+        console.print(f"  left out {device_id}: {reason}", highlight=False)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once (readers never see half a file), readable by
+    its owner and group only."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
 
 
 def _last_segment(iri: str) -> str:

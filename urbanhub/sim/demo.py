@@ -30,6 +30,7 @@ from urbanhub.sim.catalog import demo_catalog
 from urbanhub.sim.city import CITY_NAME, build_city
 from urbanhub.sim.devices import CityFeeder, DemoTransportError, SendReport
 from urbanhub.sim.patterns import FaultConfig
+from urbanhub.sim.stakeholders import operator_keys
 
 
 class DemoError(RuntimeError):
@@ -133,7 +134,8 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Send
             catalog = load_demo_catalog(server.hub)
             created = sum(o is Outcome.CREATED for o in catalog.datasets.values())
             console.print(f"catalog: {len(catalog.datasets)} datasets ({created} new)")
-            feeder = CityFeeder(client, city, options.faults)
+            feeder = CityFeeder(client, city, options.faults,
+                                operator_keys(server.hub.identities))
             provisioned = feeder.provision()
             console.print(f"city: {len(city.districts)} districts, {len(city.sensors)} sensors "
                           f"({provisioned.created} created, {provisioned.existing} reused)")

@@ -1,13 +1,14 @@
 """The demo city as devices: provisioning payloads, reading messages and their HTTP transport.
 
-The simulator talks to the hub exactly as a real deployment does (districts through the
-NGSI-LD API, sensors provisioned and reporting through the ingest API), so the demo
-exercises the same gate, validation and storage path as production traffic.
+The simulator talks to the hub exactly as a real deployment does: each department's
+operator provisions its sensors through the ingest API with an API key, and each sensor
+reports with its own device key. The demo therefore exercises the same gate, validation
+and storage path as production traffic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ import httpx
 import orjson
 
 from urbanhub.ngsild.timeutil import format_datetime
+from urbanhub.sim.catalog import DISTRICT_OWNER, SENSOR_OWNERS
 from urbanhub.sim.city import (
     AIR_QUALITY,
     CITY_SLUG,
@@ -30,6 +32,7 @@ from urbanhub.sim.city import (
 from urbanhub.sim.patterns import FaultConfig, Observation, observe
 
 DEVICES_PATH = "/ingest/v1/devices"
+DEVICE_KEY_HEADER = "X-Device-Key"
 READINGS_PATH = "/ingest/v1/readings"
 ENTITIES_PATH = "/ngsi-ld/v1/entities"
 #: Spacing of backfilled readings; aligned to the clock so reruns replay identical times.
@@ -84,6 +87,7 @@ def device_payload(sensor: Sensor) -> dict[str, Any]:
         "deviceId": sensor.device_id,
         "entityId": sensor.entity_id,
         "entityType": sensor.kind.entity_type,
+        "owner": SENSOR_OWNERS[sensor.kind.key],
         "@context": sensor.kind.context,
         "transport": "HTTP",
         "attributes": [
@@ -153,43 +157,75 @@ class ProvisionReport:
 class CityFeeder:
     """Provisions the city on a hub and sends its readings over HTTP.
 
-    ``client`` is any ``httpx.Client`` pointed at the hub (a FastAPI TestClient works too).
+    ``client`` is any ``httpx.Client`` pointed at the hub (a FastAPI TestClient works too);
+    ``operator_keys`` maps each department to an API key of its operator.
     """
 
     def __init__(self, client: httpx.Client, city: City, faults: FaultConfig,
-                 batch_size: int = 500) -> None:
+                 operator_keys: Mapping[str, str], batch_size: int = 500) -> None:
         self.client = client
         self.city = city
         self.faults = faults
+        self.operator_keys = operator_keys
         self.batch_size = batch_size
+        self.device_keys: dict[str, str] = {}
 
     def provision(self) -> ProvisionReport:
-        """Create districts and devices; what already exists (a rerun) is reused."""
+        """Create districts and devices; what already exists (a rerun) is reused, and a
+        reused device gets a new key (the hub cannot show the old one again)."""
         report = ProvisionReport()
         for district in self.city.districts:
             response = self.client.post(ENTITIES_PATH, content=orjson.dumps(district.entity()),
-                                        headers={"Content-Type": "application/ld+json"})
+                                        headers={"Content-Type": "application/ld+json",
+                                                 **self._operator(DISTRICT_OWNER)})
             self._count(report, response, f"district {district.entity_id}")
         for sensor in self.city.sensors:
-            response = self.client.post(DEVICES_PATH, json=device_payload(sensor))
+            operator = self._operator(SENSOR_OWNERS[sensor.kind.key])
+            response = self.client.post(DEVICES_PATH, json=device_payload(sensor),
+                                        headers=operator)
             self._count(report, response, f"device {sensor.device_id}")
+            if response.status_code == 409:
+                response = self.client.post(
+                    f"{DEVICES_PATH}/{sensor.device_id}/rotate-credential", headers=operator)
+                self._check(response, f"rotating the key of device {sensor.device_id}")
+            self.device_keys[sensor.device_id] = response.json()["deviceKey"]
         return report
 
-    @staticmethod
-    def _count(report: ProvisionReport, response: httpx.Response, what: str) -> None:
+    def _operator(self, department: str) -> dict[str, str]:
+        return {"Authorization": f"ApiKey {self.operator_keys[department]}"}
+
+    @classmethod
+    def _count(cls, report: ProvisionReport, response: httpx.Response, what: str) -> None:
         if response.status_code == 409:
             report.existing += 1
-        elif response.status_code in (200, 201, 204):
-            report.created += 1
         else:
-            raise DemoTransportError(f"creating {what} failed: HTTP {response.status_code} "
+            cls._check(response, f"creating {what}")
+            report.created += 1
+
+    @staticmethod
+    def _check(response: httpx.Response, what: str) -> None:
+        if response.status_code not in (200, 201, 204):
+            raise DemoTransportError(f"{what} failed: HTTP {response.status_code} "
                                      f"{_detail(response)}")
 
     def send(self, messages: Sequence[dict[str, Any]], report: SendReport) -> None:
-        """Post readings in batches and add the hub's answers to ``report``."""
+        """Post readings, each device's with its own key in batches, and add the hub's
+        answers to ``report``."""
+        by_device: dict[str, list[dict[str, Any]]] = {}
+        for message in messages:
+            by_device.setdefault(message["deviceId"], []).append(message)
+        for device_id, own in by_device.items():
+            self._post(device_id, own, report)
+
+    def _post(self, device_id: str, messages: Sequence[dict[str, Any]],
+              report: SendReport) -> None:
+        key = self.device_keys.get(device_id)
+        if key is None:
+            raise DemoTransportError(f"device {device_id} has no key: provision it first")
         for start in range(0, len(messages), self.batch_size):
             batch = messages[start:start + self.batch_size]
-            response = self.client.post(READINGS_PATH, json=list(batch))
+            response = self.client.post(READINGS_PATH, json=list(batch),
+                                        headers={DEVICE_KEY_HEADER: key})
             if response.status_code >= 300:
                 raise DemoTransportError(f"sending readings failed: HTTP {response.status_code} "
                                          f"{_detail(response)}")
@@ -197,15 +233,24 @@ class CityFeeder:
 
     def backfill(self, end: datetime, hours: float,
                  on_progress: Callable[[int, int], None] | None = None) -> SendReport:
-        """Send the history of the last ``hours`` before ``end``; reports (done, total) steps."""
+        """Send the history of the last ``hours`` before ``end``, each sensor's in requests
+        of up to ``batch_size`` readings; reports (done, total) sensor requests."""
         report = SendReport()
         times = backfill_times(end, hours)
-        per_batch = max(1, self.batch_size // max(1, len(self.city.sensors)))
-        for start in range(0, len(times), per_batch):
-            chunk = times[start:start + per_batch]
-            self.send(list(messages_at(self.city, chunk, self.faults)), report)
-            if on_progress is not None:
-                on_progress(min(start + per_batch, len(times)), len(times))
+        chunks = [times[start:start + self.batch_size]
+                  for start in range(0, len(times), self.batch_size)]
+        total = len(chunks) * len(self.city.sensors)
+        done = 0
+        for chunk in chunks:
+            for sensor in self.city.sensors:
+                messages = [reading_message(observation) for observation in (
+                    observe(self.city, sensor, moment, self.faults) for moment in chunk)
+                    if observation is not None]
+                if messages:
+                    self._post(sensor.device_id, messages, report)
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, total)
         return report
 
     def tick(self, moment: datetime, report: SendReport) -> None:
