@@ -7,12 +7,18 @@ partner:          pete (operator of a private partner's gateway)
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 
 from urbanhub.hub.runtime import Hub
+from urbanhub.model.caller import Caller
+from urbanhub.model.errors import AlreadyExists
 from urbanhub.model.governance import OrganisationKind, Role
 from urbanhub.model.identity import Member, Organisation, Scope, allowed_scopes
+
+#: The tests acting as the city's data office in-process, for set-up only.
+SETUP = Caller("system:test", frozenset({Role.CDO.value}), scopes=frozenset(Scope))
 
 
 @dataclass(frozen=True)
@@ -58,3 +64,10 @@ def city_people(hub: Hub) -> People:
         keys[subject] = identities.issue_api_key(cdo, subject, scopes, timedelta(days=1)).key
     return People(cdo=carla.key, privacy_board=keys["pia"], operator=keys["olga"],
                   steward=keys["sam"], analyst=keys["ann"], partner=keys["pete"])
+
+
+def ensure_organisation(hub: Hub, organisation_id: str = "environment") -> None:
+    """A department of this id, for tests that provision devices in-process."""
+    with contextlib.suppress(AlreadyExists):
+        hub.identities.create_organisation(SETUP, Organisation(
+            organisation_id, organisation_id.title(), OrganisationKind.DEPARTMENT))

@@ -6,6 +6,8 @@ the broker at the end, so tests never see each other's messages.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -23,19 +25,26 @@ import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from typer.testing import CliRunner
 
 from tests.conftest import operator_headers
-from tests.test_devices import ENV_LINK, SDM, device_body
+from tests.stakeholders import ensure_organisation
+from tests.test_devices import ENV_LINK, SDM, audit_rows, device_body
 from urbanhub.api.app import create_app
+from urbanhub.cli import app as cli_app
+from urbanhub.config import get_settings
 from urbanhub.hub.runtime import Hub
 from urbanhub.ingest.mqtt import MqttAdapter
 from urbanhub.ingest.pipeline import IngestPipeline
 from urbanhub.model.caller import Caller
+from urbanhub.model.devices import DeviceStatus
 from urbanhub.store.db import make_engine
+from urbanhub.store.dead_letters import list_dead_letters
 from urbanhub.store.entities import EntityStore
 
 pytestmark = pytest.mark.mqtt
 BROKER = "mqtt://127.0.0.1:1883"
+SYSTEM = Caller.system("test")
 EID = "urn:ngsi-ld:AirQualityObserved:aq-0001"
 
 
@@ -92,10 +101,12 @@ def mqtt_hub(hub: Hub) -> Iterator[Hub]:
     forget_session(hub.settings.mqtt_client_id)
 
 
-def provision(hub: Hub, device_id: str = "aq-0001") -> None:
-    body = device_body(device_id)
+def provision(hub: Hub, device_id: str = "aq-0001", **extra: Any) -> str:
+    """Provision a device of the environment department in-process; its device key."""
+    ensure_organisation(hub)
+    body = device_body(device_id, owner="environment", **extra)
     terms = hub.contexts.resolve(body.pop("@context"))
-    hub.devices.provision(Caller.system("test"), body, terms)
+    return hub.devices.provision(SYSTEM, body, terms).key
 
 
 def stored(hub: Hub, name: str = "pm25", entity_id: str = EID) -> list[Any]:
@@ -105,9 +116,9 @@ def stored(hub: Hub, name: str = "pm25", entity_id: str = EID) -> list[Any]:
 
 def test_publish_then_read_through_ngsi_ld(mqtt_hub: Hub) -> None:
     root = mqtt_hub.settings.mqtt_topic_root
+    provision(mqtt_hub)
     with TestClient(create_app(mqtt_hub.settings, hub=mqtt_hub),
-                    headers=operator_headers(mqtt_hub)) as client:
-        assert client.post("/ingest/v1/devices", json=device_body()).status_code == 201
+                    headers=operator_headers(mqtt_hub)) as client:  # reads as a city operator
         wait_for(lambda: client.get("/health").json()["checks"]["broker"]["status"] == "up",
                  what="broker up")
         publisher = Publisher()
@@ -138,9 +149,8 @@ def test_publish_then_read_through_ngsi_ld(mqtt_hub: Hub) -> None:
 
 def test_malformed_messages_are_dead_lettered_and_consumer_goes_on(mqtt_hub: Hub) -> None:
     root = mqtt_hub.settings.mqtt_topic_root
-    with TestClient(create_app(mqtt_hub.settings, hub=mqtt_hub),
-                    headers=operator_headers(mqtt_hub)) as client:
-        assert client.post("/ingest/v1/devices", json=device_body()).status_code == 201
+    provision(mqtt_hub)
+    with TestClient(create_app(mqtt_hub.settings, hub=mqtt_hub)) as client:
         wait_for(lambda: client.get("/health").json()["checks"]["broker"]["status"] == "up",
                  what="broker up")
         bad = [
@@ -228,7 +238,8 @@ def test_uncommitted_batch_is_redelivered_after_a_crash(mqtt_hub: Hub, tmp_path:
     provision(mqtt_hub)
     root = mqtt_hub.settings.mqtt_topic_root
     broken = EntityStore(make_engine(f"sqlite:///{tmp_path}/missing/dir/hub.db"))
-    failing = MqttAdapter(mqtt_hub.settings, IngestPipeline(broken, mqtt_hub.metrics),
+    failing = MqttAdapter(mqtt_hub.settings, IngestPipeline(broken, mqtt_hub.metrics,
+                                                            mqtt_hub.devices, mqtt_hub.audit),
                           mqtt_hub.readings, mqtt_hub.metrics)
     failing.start()
     wait_for(lambda: failing.status()["status"] == "up", what="failing adapter up")
@@ -311,7 +322,7 @@ def test_broker_down_at_start_then_back(mqtt_hub: Hub, tmp_path: Path) -> None:
         health = client.get("/health")
         assert health.status_code == 200
         assert health.json()["checks"]["broker"]["status"] == "down"
-        assert client.post("/ingest/v1/devices", json=device_body()).status_code == 201
+        provision(mqtt_hub)
         config = tmp_path / "mosquitto.conf"
         config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
         broker = subprocess.Popen(["mosquitto", "-c", str(config)],
@@ -326,3 +337,147 @@ def test_broker_down_at_start_then_back(mqtt_hub: Hub, tmp_path: Path) -> None:
         finally:
             broker.terminate()
             broker.wait(10)
+
+
+def test_readings_of_devices_that_may_not_write_are_dead_lettered(mqtt_hub: Hub) -> None:
+    """The broker let them through (it allows anyone here): the hub's gate refuses them,
+    dead-letters each message and audits the batch."""
+    provision(mqtt_hub)
+    provision(mqtt_hub, "cam-0001", entityId="urn:ngsi-ld:AirQualityObserved:cam-0001",
+              attributes=[{"object_id": "pic", "name": "image"}])
+    mqtt_hub.devices.set_status(SYSTEM, "aq-0001", DeviceStatus.SUSPENDED, "battery leak")
+    root = mqtt_hub.settings.mqtt_topic_root
+    adapter = mqtt_hub.mqtt_adapter()
+    assert adapter is not None
+    adapter.start()
+    try:
+        wait_for(lambda: adapter.status()["status"] == "up", what="adapter up")
+        publisher = Publisher()
+        publisher.send(f"{root}/devices/aq-0001/attrs",
+                       b'{"pm25": 1, "observedAt": "2024-03-01T10:00:00Z"}')
+        publisher.send(f"{root}/devices/aq-0001/attrs/pm25", b"2")
+        publisher.send(f"{root}/devices/cam-0001/attrs/pic", b'"data:image/png;base64,AAAA"')
+        publisher.send(f"{root}/ngsi-ld/entities", orjson.dumps({
+            "id": EID, SDM + "pm25": {"type": "Property", "value": 3}}))
+        publisher.close()
+
+        def letters() -> list[dict[str, Any]]:
+            with mqtt_hub.store.read() as conn:
+                return list_dead_letters(conn, limit=10)
+
+        found = wait_for(lambda: (lambda got: got if len(got) >= 4 else None)(letters()),
+                         what="dead letters")
+        assert sorted(letter["reason"] for letter in found) == [
+            "device aq-0001 is suspended", "device aq-0001 is suspended",
+            "device aq-0001 is suspended",
+            "device cam-0001 awaits the privacy board's approval (high risk tier)"]
+        assert stored(mqtt_hub) == []
+        refused = [g for entry in audit_rows(mqtt_hub, "ingest.refused")
+                   for g in entry["details"]["refused"]]
+        assert {(g["device"], g["reason"]) for g in refused} == {
+            ("aq-0001", "suspended"), ("cam-0001", "pending_approval")}
+        assert sum(g["count"] for g in refused) == 4
+        assert {e["actor"] for e in audit_rows(mqtt_hub, "ingest.")} == {"system:mqtt"}
+
+        mqtt_hub.devices.set_status(SYSTEM, "aq-0001", DeviceStatus.ACTIVE)
+        publisher = Publisher()
+        publisher.send(f"{root}/devices/aq-0001/attrs/pm25", b"5")
+        publisher.close()
+        assert [r.value_num for r in wait_for(lambda: stored(mqtt_hub),
+                                              what="a reading after reactivation")] == [5.0]
+    finally:
+        adapter.stop()
+
+
+def _start_broker(folder: Path, port: int, settings: str) -> subprocess.Popen[bytes]:
+    """A Mosquitto of the test's own; as root it keeps root (else it could not read the
+    files the test wrote in its private folder)."""
+    config = folder / "mosquitto.conf"
+    user = pwd.getpwuid(os.getuid()).pw_name
+    config.write_text(f"listener {port} 127.0.0.1\npersistence false\nuser {user}\n{settings}")
+    broker = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return broker
+        time.sleep(0.05)
+    broker.terminate()
+    raise AssertionError("the private Mosquitto did not start")
+
+
+def _login(port: int, user: str | None, password: str | None) -> tuple[mqtt.Client, str]:
+    """Connect as ``user``; the client (connected or not) and the broker's answer."""
+    answers: list[str] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if user is not None:
+        client.username_pw_set(user, password)
+    client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(str(reason))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    wait_for(lambda: answers, what=f"the broker's answer to {user}")
+    return client, answers[0]
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs the mosquitto binary")
+def test_the_generated_mosquitto_config_authenticates_devices_and_confines_them(
+        mqtt_hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own_key = provision(mqtt_hub)
+    provision(mqtt_hub, "aq-0002")
+    suspended_key = provision(mqtt_hub, "aq-0003")
+    mqtt_hub.devices.set_status(SYSTEM, "aq-0003", DeviceStatus.SUSPENDED)
+    provision(mqtt_hub, "aq-0004", transport="HTTP")
+    port = _free_port()
+    root = mqtt_hub.settings.mqtt_topic_root
+    mqtt_hub.settings.mqtt_url = f"mqtt://urbanhub:hub%20secret@127.0.0.1:{port}"
+    monkeypatch.setenv("URBANHUB_DATABASE_URL", mqtt_hub.settings.database_url)
+    monkeypatch.setenv("URBANHUB_MQTT_URL", mqtt_hub.settings.mqtt_url)
+    monkeypatch.setenv("URBANHUB_MQTT_TOPIC_ROOT", root)
+    get_settings.cache_clear()
+    passwords, acl = tmp_path / "passwd", tmp_path / "acl"
+    try:
+        written = CliRunner().invoke(cli_app, ["devices", "mosquitto-config", "--passwords",
+                                               str(passwords), "--acl", str(acl)])
+    finally:
+        get_settings.cache_clear()
+    assert written.exit_code == 0, written.output
+    assert "wrote 2 device accounts and the hub user urbanhub" in written.output
+    assert "left out aq-0003: suspended" in written.output
+    assert [line.split(":")[0] for line in passwords.read_text().splitlines()] == [
+        "urbanhub", "aq-0001", "aq-0002"]
+    assert oct(passwords.stat().st_mode & 0o777) == "0o640"
+    assert f"user aq-0001\ntopic write {root}/devices/aq-0001/attrs\n" in acl.read_text()
+
+    broker = _start_broker(tmp_path, port, f"allow_anonymous false\npassword_file {passwords}"
+                                           f"\nacl_file {acl}\n")
+    adapter = mqtt_hub.mqtt_adapter()
+    assert adapter is not None
+    adapter.start()  # the hub logs in with the user and password of URBANHUB_MQTT_URL
+    clients: list[mqtt.Client] = []
+    try:
+        wait_for(lambda: adapter.status()["status"] == "up", what="the hub logged in")
+        for user, password in (("aq-0001", own_key[:-1] + "x"), ("aq-0003", suspended_key),
+                               ("aq-0001", None), (None, None)):
+            refused, answer = _login(port, user, password)
+            clients.append(refused)
+            assert answer in ("Bad user name or password", "Not authorized"), (user, answer)
+        device, answer = _login(port, "aq-0001", own_key)
+        clients.append(device)
+        assert answer == "Success"
+        sent = [device.publish(f"{root}/devices/aq-0002/attrs/pm25", b"66", qos=1),
+                device.publish(f"{root}/devices/aq-0001/status", b"{}", qos=1),
+                device.publish(f"{root}/devices/aq-0001/attrs/pm25", b"11", qos=1)]
+        for info in sent:
+            info.wait_for_publish(10)
+        wait_for(lambda: stored(mqtt_hub), what="the device's reading on its own topic")
+        # Published before it on the same connection: the hub would have received it first.
+        assert stored(mqtt_hub, entity_id="urn:ngsi-ld:AirQualityObserved:aq-0002") == []
+        assert [r.value_num for r in stored(mqtt_hub)] == [11.0]
+        assert mqtt_hub.metrics.snapshot()["mqtt_messages"] == 1
+    finally:
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()
+        adapter.stop()
+        broker.terminate()
+        broker.wait(10)
