@@ -21,6 +21,7 @@ from sqlalchemy import Connection, select, text
 from typer.testing import CliRunner
 
 from tests.conftest import OPERATIONS, PG_ADMIN
+from tests.stakeholders import apikey, city_people, device_key
 from tests.test_devices import ENV_CONTEXT, ENV_LINK, SDM, device_body
 from urbanhub.api.security import caller_of
 from urbanhub.cli import app as cli_app
@@ -51,9 +52,10 @@ from urbanhub.model.governance import (
 )
 from urbanhub.sim.catalog import dataset_id as demo_dataset
 from urbanhub.sim.city import KINDS, build_city
-from urbanhub.sim.demo import load_demo_catalog, platform_key
+from urbanhub.sim.demo import load_demo_catalog
 from urbanhub.sim.devices import CityFeeder
 from urbanhub.sim.patterns import NO_FAULTS
+from urbanhub.sim.stakeholders import operator_keys
 from urbanhub.store.catalog import entity_counts
 from urbanhub.store.db import alembic_config, make_engine, upgrade
 from urbanhub.store.tables import audit_log, entities
@@ -464,11 +466,15 @@ def test_provisioned_devices_land_in_their_dataset_and_readings_cost_no_lookup(
         return assigner(conn, entity_id, types)
 
     hub.store.assign_dataset = counting
-    assert cdo.post("/ingest/v1/devices", json=device_body()).status_code == 201
+    act_as(cdo, None)  # devices are provisioned and report with real credentials
+    operator = city_people(hub).operator
+    provisioned = cdo.post("/ingest/v1/devices", json=device_body(), headers=apikey(operator))
+    assert provisioned.status_code == 201
     assert calls == ["urn:ngsi-ld:AirQualityObserved:aq-0001"]
     readings = [{"deviceId": "aq-0001", "observedAt": f"2024-03-01T10:0{i}:00Z", "pm25": i}
                 for i in range(5)]
-    stored = cdo.post("/ingest/v1/readings", json=readings)
+    stored = cdo.post("/ingest/v1/readings", json=readings,
+                      headers=device_key(provisioned.json()["deviceKey"]))
     assert stored.status_code == 200 and stored.json()["stored"] == 5
     assert len(calls) == 1  # readings update entities that already have their dataset
     assert counts(hub) == {"air": 1}
@@ -648,11 +654,14 @@ def test_a_refused_change_leaves_no_trace(cdo: TestClient, hub: Hub) -> None:
 
 # --- loading catalogs: the demo city and the CLI ----------------------------------------
 
-def test_demo_city_entities_land_in_their_datasets(client: TestClient, hub: Hub) -> None:
+def test_demo_city_entities_land_in_their_datasets(public_client: TestClient,
+                                                   hub: Hub) -> None:
     first = load_demo_catalog(hub)
     assert set(first.datasets.values()) == {Outcome.CREATED}
-    client.headers["X-API-Key"] = platform_key(hub)  # the city platform feeds every dataset
-    assert CityFeeder(client, build_city(5, sensors=12), NO_FAULTS).provision().created == 20
+    # Each department's operator provisions its sensors (and only with its own key).
+    feeder = CityFeeder(public_client, build_city(5, sensors=12), NO_FAULTS,
+                        operator_keys(hub.identities))
+    assert feeder.provision().created == 20
     expected = {demo_dataset(name): 2 for name in ("air-quality", "noise", "traffic",
                                                    "parking", "waste", "streetlights")}
     assert counts(hub) == {**expected, demo_dataset("districts"): 8}

@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from shapely.geometry import Point
 from shapely.ops import unary_union
 
+from urbanhub.hub.runtime import Hub
 from urbanhub.ingest.devices import parse_device
+from urbanhub.model.devices import RiskTier
 from urbanhub.ngsild.context import (
     DEFAULT_VOCAB,
     SHIPPED_CONTEXTS,
@@ -23,6 +25,7 @@ from urbanhub.ngsild.context import (
 )
 from urbanhub.ngsild.entity import parse_entity
 from urbanhub.sdm.validate import validate_entity
+from urbanhub.sim.catalog import DEPARTMENTS, SENSOR_OWNERS
 from urbanhub.sim.city import CITY_TZ, KINDS, City, Sensor, build_city, districts
 from urbanhub.sim.devices import (
     BACKFILL_STEP,
@@ -43,6 +46,7 @@ from urbanhub.sim.patterns import (
     observe,
     traffic_factor,
 )
+from urbanhub.sim.stakeholders import operator_keys
 
 CITY = build_city(seed=7, sensors=48)
 WEDNESDAY = datetime(2024, 5, 15, tzinfo=CITY_TZ)
@@ -287,7 +291,6 @@ def test_a_spike_multiplies_one_value() -> None:
 # --- device payloads ----------------------------------------------------------------------
 
 def test_device_payloads_use_shipped_sdm_contexts_and_names() -> None:
-    now = datetime(2024, 5, 15, tzinfo=UTC)
     for sensor in CITY.sensors[:6]:
         payload = device_payload(sensor)
         assert payload["@context"] in SHIPPED_CONTEXTS
@@ -296,8 +299,11 @@ def test_device_payloads_use_shipped_sdm_contexts_and_names() -> None:
         assert not terms.expand(payload["entityType"]).startswith(DEFAULT_VOCAB)
         for attribute in payload["attributes"]:
             assert not terms.expand(attribute["name"]).startswith(DEFAULT_VOCAB), attribute
-        provisioning = parse_device(payload, terms, now)  # the hub's own provisioning check
+        provisioning = parse_device(payload, terms)  # the hub's own provisioning check
         assert provisioning.entity["id"] == sensor.entity_id
+        assert provisioning.owner == SENSOR_OWNERS[sensor.kind.key]
+        # No demo sensor collects personal data: none waits for the privacy board.
+        assert provisioning.derived_tier is not RiskTier.HIGH
 
 
 def test_district_entities_are_valid_ngsi_ld() -> None:
@@ -338,37 +344,61 @@ def test_silent_sensors_send_nothing() -> None:
 
 # --- transport ----------------------------------------------------------------------------
 
+OPERATOR_KEYS = {department: f"uh_{department}" for department in DEPARTMENTS}
+
+
 class FakeHub:
-    """Answers like the hub's ingest API and records what it was sent."""
+    """Answers like the hub's ingest API and records what it was sent; checks that devices
+    are provisioned by their department's operator and report with their own key."""
 
     def __init__(self, existing: set[str] | None = None, refuse: str | None = None) -> None:
         self.existing = existing or set()
         self.refuse = refuse
         self.batches: list[list[dict[str, Any]]] = []
+        self.rotated: list[str] = []
+        self.keys: dict[str, str] = {}  # device key -> device id
+
+    def _issue(self, device_id: str, status: int) -> httpx.Response:
+        key = f"uhd_{device_id}_{len(self.keys)}"
+        self.keys[key] = device_id
+        return httpx.Response(status, json={"deviceId": device_id, "deviceKey": key})
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/rotate-credential"):
+            device_id = path.split("/")[-2]
+            self.rotated.append(device_id)
+            return self._issue(device_id, 200)
         body = orjson.loads(request.content)
-        if request.url.path == "/ingest/v1/readings":
+        if path == "/ingest/v1/readings":
+            sender = self.keys[request.headers["X-Device-Key"]]
+            assert {message["deviceId"] for message in body} == {sender}
             self.batches.append(body)
             return httpx.Response(200, json={"accepted": 2 * len(body), "stored": len(body),
                                              "rejected": [{"reason": "test"}]})
         key = body.get("deviceId") or body.get("id")
         if key == self.refuse:
             return httpx.Response(400, json={"detail": f"{key} is not welcome"})
+        owner = body.get("owner", "planning")
+        assert request.headers["Authorization"] == f"ApiKey {OPERATOR_KEYS[owner]}"
         if key in self.existing:
             return httpx.Response(409, json={"detail": "exists"})
         self.existing.add(key)
-        return httpx.Response(201)
+        return self._issue(key, 201) if "deviceId" in body else httpx.Response(201)
 
 
 def test_provisioning_counts_created_and_reused() -> None:
     city = build_city(3, sensors=12)
     fake = FakeHub(existing={city.sensors[0].device_id, city.districts[0].entity_id})
     with httpx.Client(transport=httpx.MockTransport(fake), base_url="http://hub") as client:
-        report = CityFeeder(client, city, NO_FAULTS).provision()
+        first = CityFeeder(client, city, NO_FAULTS, OPERATOR_KEYS)
+        report = first.provision()
         assert (report.created, report.existing) == (8 + 12 - 2, 2)
-        again = CityFeeder(client, city, NO_FAULTS).provision()
+        assert fake.rotated == [city.sensors[0].device_id]  # its old key cannot be shown
+        assert set(first.device_keys) == {s.device_id for s in city.sensors}
+        again = CityFeeder(client, city, NO_FAULTS, OPERATOR_KEYS).provision()
         assert (again.created, again.existing) == (0, 20)
+        assert len(fake.rotated) == 1 + 12
 
 
 def test_provisioning_stops_on_a_refusal_with_the_hubs_reason() -> None:
@@ -376,7 +406,7 @@ def test_provisioning_stops_on_a_refusal_with_the_hubs_reason() -> None:
     fake = FakeHub(refuse=city.sensors[2].device_id)
     with httpx.Client(transport=httpx.MockTransport(fake), base_url="http://hub") as client, \
             pytest.raises(DemoTransportError, match="is not welcome"):
-        CityFeeder(client, city, NO_FAULTS).provision()
+        CityFeeder(client, city, NO_FAULTS, OPERATOR_KEYS).provision()
 
 
 def test_backfill_sends_batches_and_sums_the_answers() -> None:
@@ -384,14 +414,16 @@ def test_backfill_sends_batches_and_sums_the_answers() -> None:
     fake = FakeHub()
     progress: list[tuple[int, int]] = []
     with httpx.Client(transport=httpx.MockTransport(fake), base_url="http://hub") as client:
-        feeder = CityFeeder(client, city, NO_FAULTS, batch_size=50)
+        feeder = CityFeeder(client, city, NO_FAULTS, OPERATOR_KEYS, batch_size=5)
+        feeder.provision()
         report = feeder.backfill(datetime(2024, 5, 15, 12, tzinfo=UTC), 1,
                                  on_progress=lambda d, t: progress.append((d, t)))
     sent = [m for batch in fake.batches for m in batch]
     assert len(sent) == 12 * 12 == report.messages
-    assert all(len(batch) <= 50 for batch in fake.batches)
+    assert all(len(batch) <= 5 for batch in fake.batches)  # one device's readings each
+    assert len(fake.batches) == 12 * 3
     assert (report.accepted, report.stored, report.rejected) == (2 * 144, 144, len(fake.batches))
-    assert progress[-1] == (12, 12)
+    assert progress[-1] == (12 * 3, 12 * 3)
     assert len({(m["deviceId"], m["observedAt"]) for m in sent}) == 144
 
 
@@ -401,15 +433,24 @@ def test_a_failed_batch_raises() -> None:
 
     with httpx.Client(transport=httpx.MockTransport(broken), base_url="http://hub") as client, \
             pytest.raises(DemoTransportError, match="database down"):
-        CityFeeder(client, CITY, NO_FAULTS).tick(at(WEDNESDAY, 9), SendReport())
+        feeder = CityFeeder(client, CITY, NO_FAULTS, OPERATOR_KEYS)
+        feeder.device_keys = {s.device_id: "uhd_x" for s in CITY.sensors}
+        feeder.tick(at(WEDNESDAY, 9), SendReport())
+
+
+def test_readings_of_an_unprovisioned_device_are_not_sent() -> None:
+    with httpx.Client(transport=httpx.MockTransport(FakeHub()), base_url="http://hub") as client, \
+            pytest.raises(DemoTransportError, match="has no key: provision it first"):
+        CityFeeder(client, CITY, NO_FAULTS, OPERATOR_KEYS).tick(at(WEDNESDAY, 9), SendReport())
 
 
 # --- against the real hub -----------------------------------------------------------------
 
-def test_the_city_streams_into_a_real_hub(client: TestClient) -> None:
-    """Provision and backfill through the ingest API; a rerun reuses and stores nothing."""
+def test_the_city_streams_into_a_real_hub(client: TestClient, hub: Hub) -> None:
+    """Operators provision, devices backfill with their own keys through the ingest API; a
+    rerun (new operator keys, rotated device keys) reuses and stores nothing."""
     city = build_city(5, sensors=12)
-    feeder = CityFeeder(client, city, NO_FAULTS)
+    feeder = CityFeeder(client, city, NO_FAULTS, operator_keys(hub.identities))
     first = feeder.provision()
     assert (first.created, first.existing) == (8 + 12, 0)
     end = datetime.now(UTC)
@@ -417,8 +458,9 @@ def test_the_city_streams_into_a_real_hub(client: TestClient) -> None:
     attributes = sum(len(s.kind.attributes) for s in city.sensors)
     assert report.rejected == 0, report.reasons
     assert report.stored == report.accepted == attributes * 12
-    again = CityFeeder(client, city, NO_FAULTS)
+    again = CityFeeder(client, city, NO_FAULTS, operator_keys(hub.identities))
     assert again.provision().existing == 20
+    assert set(again.device_keys.values()).isdisjoint(feeder.device_keys.values())
     replay = again.backfill(end, 1)
     assert (replay.accepted, replay.stored) == (report.accepted, 0)
     for kind in KINDS:
