@@ -44,10 +44,25 @@ SDM_ENV = "https://smartdatamodels.org/dataModel.Environment/"
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
+def api_key(key: str) -> dict[str, str]:
+    return {"Authorization": f"ApiKey {key}"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def bootstrap_key(database_url: str) -> str:
+    """The API key of a CDO created on the bench database: the hub serves only authenticated
+    writers, and the CDO's organisation then owns (and may feed) every device."""
+    env = dict(os.environ, URBANHUB_DATABASE_URL=database_url, URBANHUB_LOG_LEVEL="WARNING")
+    done = subprocess.run([sys.executable, "-m", "urbanhub.cli", "admin", "bootstrap",
+                           "--organisation-id", "bench", "--organisation-name", "Bench",
+                           "--subject", "bench", "--expires-days", "1"], env=env,
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 @contextmanager
@@ -125,14 +140,15 @@ def measurement_batches(devices: list[str], readings: int, batch_readings: int,
     return bodies
 
 
-def http_ingest_rate(base: str, bodies: list[bytes], senders: int) -> tuple[float, int]:
+def http_ingest_rate(base: str, key: str, bodies: list[bytes],
+                     senders: int) -> tuple[float, int]:
     """Readings/s stored through POST /ingest/v1/readings by ``senders`` concurrent clients
-    (gateways post in parallel; one client alone leaves the database idle while the hub
-    parses)."""
+    (gateways post in parallel, with their organisation's API key; one client alone leaves
+    the database idle while the hub parses)."""
     stored = [0] * senders
 
     def send(index: int) -> None:
-        with httpx.Client(base_url=base, timeout=120) as client:
+        with httpx.Client(base_url=base, timeout=120, headers=api_key(key)) as client:
             for body in bodies[index::senders]:
                 response = client.post("/ingest/v1/readings", content=body,
                                        headers={"Content-Type": "application/json"})
@@ -409,12 +425,13 @@ def run_backend(backend: str, quick: bool) -> None:
             postgres_database() if backend == "postgres" else _nothing(
                 f"sqlite:///{Path(tmp) / 'hub.db'}")) as database_url:
         print(f"\n== {backend} ==", flush=True)
+        key = bootstrap_key(database_url)
         with private_broker() as broker, hub_server(database_url, root, broker) as base, \
-                httpx.Client(base_url=base, timeout=60) as client:
+                httpx.Client(base_url=base, timeout=60, headers=api_key(key)) as client:
             devices = provision(client, 1000)
             bodies = measurement_batches(devices, readings, 20_000)
-            rate, stored = http_ingest_rate(base, bodies, senders=1)
-            parallel, _ = http_ingest_rate(base, measurement_batches(
+            rate, stored = http_ingest_rate(base, key, bodies, senders=1)
+            parallel, _ = http_ingest_rate(base, key, measurement_batches(
                 devices, readings, 20_000, START + timedelta(days=20)), senders=4)
             rows = raw_rows(bodies)
             baseline = (raw_copy_rate(database_url, rows) if backend == "postgres"
