@@ -194,6 +194,7 @@ def test_bad_bodies_name_each_problem(client: TestClient, people: People) -> Non
                           {"object_id": "observedAt"},
                           {"object_id": "x", "type": "LanguageProperty"}, "nope",
                           {"object_id": "c", "category": "gossip"},
+                          {"object_id": "d", "category": ["environmental"]},
                           {"object_id": "plate", "name": "plateNumber",
                            "category": "environmental"}],
            "staticAttributes": {"location": {"type": "GeoProperty", "value": "here"}}}
@@ -207,7 +208,8 @@ def test_bad_bodies_name_each_problem(client: TestClient, people: People) -> Non
                      "is declared twice", "attributes[3].object_id 'observedAt' is reserved",
                      "attributes[4].type", "attributes[5] must be an object",
                      "attributes[6].category must be one of environmental",
-                     "attributes[7] is identifier (high risk) by its name; declaring it "
+                     "attributes[7].category must be one of",
+                     "attributes[8] is identifier (high risk) by its name; declaring it "
                      "environmental (low risk) would lower",
                      "staticAttributes.location"):
         assert any(expected in error for error in errors), (expected, errors)

@@ -175,10 +175,10 @@ def change_device(device_id: str, body: DevicePatch, request: Request,
     """Suspend, reactivate or retire a device (the CDO, or a steward or operator of its
     organisation), or give it to another organisation (the CDO): one change a request."""
     devices = hub_of(request).devices
-    sent = body.model_fields_set - {"reason"}
-    if sent == {"status"} and body.status is not None:
+    sent = body.model_fields_set
+    if body.status is not None and "owner" not in sent:
         record = devices.set_status(caller, device_id, body.status, body.reason)
-    elif sent == {"owner"} and body.owner is not None and "reason" not in body.model_fields_set:
+    elif body.owner is not None and sent == {"owner"}:
         record = devices.set_owner(caller, device_id, body.owner)
     else:
         raise BadRequestData("Send either a status (with an optional reason) or an owner.")

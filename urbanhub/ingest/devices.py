@@ -83,6 +83,7 @@ _FIELDS = {"deviceId", "entityId", "entityType", "@context", "transport", "attri
            "staticAttributes", "owner", "manufacturer", "model", "location"}
 _ATTRIBUTE_FIELDS = {"object_id", "name", "type", "unitCode", "category"}
 _MAX_TEXT = 200  # manufacturer, model
+_CATEGORIES = frozenset(DataCategory)
 #: How long an unknown device id is believed unknown before the revision is read again.
 _MISS_RECHECK_S = 2.0
 
@@ -347,7 +348,7 @@ def _category(raw: Any, inferred: DataCategory, where: str,
     """The declared category if it may replace the inferred one, else None (and why)."""
     if raw is None:
         return inferred
-    if raw not in frozenset(DataCategory):
+    if not isinstance(raw, str) or raw not in _CATEGORIES:
         errors.append(f"{where}.category must be one of "
                       f"{', '.join(c.value for c in DataCategory)}")
         return None
