@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from tests.stakeholders import People, city_people
 from urbanhub.api.app import create_app
 from urbanhub.config import Settings
 from urbanhub.hub.runtime import Hub
@@ -133,3 +134,9 @@ def public_client(hub: Hub) -> Iterator[TestClient]:
 @pytest.fixture
 def sdm_dir() -> Path:
     return EXTERNAL / "smart-data-models"
+
+
+@pytest.fixture
+def people(hub: Hub) -> People:
+    """The device tests' stakeholders, each with a real API key (tests/stakeholders.py)."""
+    return city_people(hub)

@@ -3,6 +3,9 @@
 city-data-office: carla (CDO), pia (privacy board)
 environment:      olga (operator), sam (steward), ann (analyst, read only)
 partner:          pete (operator of a private partner's gateway)
+
+The partner owns the dataset of entities ``urn:ngsi-ld:{type}:partner-…``: an organisation
+may only create entities (its devices' too) in datasets it owns.
 """
 
 from __future__ import annotations
@@ -14,9 +17,20 @@ from datetime import timedelta
 from urbanhub.hub.runtime import Hub
 from urbanhub.model.caller import Caller
 from urbanhub.model.errors import AlreadyExists
-from urbanhub.model.governance import OrganisationKind, Role
+from urbanhub.model.governance import (
+    AssignmentRule,
+    Classification,
+    Dataset,
+    LegalBasis,
+    OrganisationKind,
+    Purpose,
+    PurposeKind,
+    Role,
+)
 from urbanhub.model.identity import Member, Organisation, Scope, allowed_scopes
 
+#: Entity ids of the partner's dataset.
+PARTNER_ENTITIES = r"urn:ngsi-ld:[A-Za-z]+:partner-.+"
 #: The tests acting as the city's data office in-process, for set-up only.
 SETUP = Caller("system:test", frozenset({Role.CDO.value}), scopes=frozenset(Scope))
 
@@ -62,6 +76,12 @@ def city_people(hub: Hub) -> People:
         identities.add_member(cdo, Member(subject, organisation, frozenset({role})))
         scopes = frozenset(Scope(s) for s in allowed_scopes([role]))
         keys[subject] = identities.issue_api_key(cdo, subject, scopes, timedelta(days=1)).key
+    hub.catalog.create_purpose(SETUP, Purpose("partner-services", "The partner's services",
+                                              PurposeKind.OPERATIONS))
+    hub.catalog.create_dataset(SETUP, Dataset(
+        "partner-sensors", "partner", "pete", Classification.INTERNAL, "",
+        frozenset({"partner-services"}), LegalBasis.CONTRACT, timedelta(days=30),
+        rules=(AssignmentRule(id_pattern=PARTNER_ENTITIES),)))
     return People(cdo=carla.key, privacy_board=keys["pia"], operator=keys["olga"],
                   steward=keys["sam"], analyst=keys["ann"], partner=keys["pete"])
 

@@ -52,10 +52,9 @@ from urbanhub.model.governance import (
 )
 from urbanhub.sim.catalog import dataset_id as demo_dataset
 from urbanhub.sim.city import KINDS, build_city
-from urbanhub.sim.demo import load_demo_catalog
+from urbanhub.sim.demo import load_demo_catalog, operator_keys
 from urbanhub.sim.devices import CityFeeder
 from urbanhub.sim.patterns import NO_FAULTS
-from urbanhub.sim.stakeholders import operator_keys
 from urbanhub.store.catalog import entity_counts
 from urbanhub.store.db import alembic_config, make_engine, upgrade
 from urbanhub.store.tables import audit_log, entities
@@ -455,7 +454,7 @@ def test_entities_created_through_ngsi_ld_land_in_their_dataset(cdo: TestClient,
 
 
 def test_provisioned_devices_land_in_their_dataset_and_readings_cost_no_lookup(
-        cdo: TestClient, hub: Hub) -> None:
+        cdo: TestClient, public_client: TestClient, hub: Hub) -> None:
     create(cdo, dataset_body())
     assigner = hub.store.assign_dataset
     assert assigner is not None
@@ -466,15 +465,16 @@ def test_provisioned_devices_land_in_their_dataset_and_readings_cost_no_lookup(
         return assigner(conn, entity_id, types)
 
     hub.store.assign_dataset = counting
-    act_as(cdo, None)  # devices are provisioned and report with real credentials
+    # Devices are provisioned and report with real credentials, one a request.
     operator = city_people(hub).operator
-    provisioned = cdo.post("/ingest/v1/devices", json=device_body(), headers=apikey(operator))
+    provisioned = public_client.post("/ingest/v1/devices", json=device_body(),
+                                     headers=apikey(operator))
     assert provisioned.status_code == 201
     assert calls == ["urn:ngsi-ld:AirQualityObserved:aq-0001"]
     readings = [{"deviceId": "aq-0001", "observedAt": f"2024-03-01T10:0{i}:00Z", "pm25": i}
                 for i in range(5)]
-    stored = cdo.post("/ingest/v1/readings", json=readings,
-                      headers=device_key(provisioned.json()["deviceKey"]))
+    stored = public_client.post("/ingest/v1/readings", json=readings,
+                                headers=device_key(provisioned.json()["deviceKey"]))
     assert stored.status_code == 200 and stored.json()["stored"] == 5
     assert len(calls) == 1  # readings update entities that already have their dataset
     assert counts(hub) == {"air": 1}
@@ -660,7 +660,7 @@ def test_demo_city_entities_land_in_their_datasets(public_client: TestClient,
     assert set(first.datasets.values()) == {Outcome.CREATED}
     # Each department's operator provisions its sensors (and only with its own key).
     feeder = CityFeeder(public_client, build_city(5, sensors=12), NO_FAULTS,
-                        operator_keys(hub.identities))
+                        operator_keys(hub))
     assert feeder.provision().created == 20
     expected = {demo_dataset(name): 2 for name in ("air-quality", "noise", "traffic",
                                                    "parking", "waste", "streetlights")}

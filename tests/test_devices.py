@@ -20,8 +20,8 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PG_ADMIN
-from tests.stakeholders import People, apikey, city_people, device_key
+from tests.conftest import PG_ADMIN, operator_headers
+from tests.stakeholders import People, apikey, device_key
 from urbanhub.config import Settings
 from urbanhub.hub.runtime import Hub
 from urbanhub.model.caller import Caller
@@ -51,6 +51,13 @@ READINGS = "/ingest/v1/readings"
 CAMERA_EID = "urn:ngsi-ld:Camera:cam-0001"
 
 
+@pytest.fixture
+def client(public_client: TestClient) -> TestClient:
+    """Here the API has no default caller: every request names the API key or device key
+    it sends (conftest's ``client`` would add a city operator's key to each)."""
+    return public_client
+
+
 def device_body(device_id: str = "aq-0001", **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "deviceId": device_id, "entityId": f"urn:ngsi-ld:AirQualityObserved:{device_id}",
@@ -70,11 +77,6 @@ def camera_body(device_id: str = "cam-0001", **extra: Any) -> dict[str, Any]:
             "entityType": "Camera", "transport": "HTTP",
             "attributes": [{"object_id": "plate", "name": "vehiclePlateIdentifier"},
                            {"object_id": "n", "name": "intensity"}], **extra}
-
-
-@pytest.fixture
-def people(hub: Hub) -> People:
-    return city_people(hub)
 
 
 def provision(client: TestClient, key: str, body: dict[str, Any] | None = None
@@ -121,7 +123,7 @@ def test_provision_creates_device_and_entity(client: TestClient, hub: Hub,
     assert "deviceKey" not in plain and plain["keyId"] == body["keyId"]
 
     entity = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:aq-0001",
-                        headers=ENV_LINK).json()
+                        headers={**ENV_LINK, **operator_headers(hub)}).json()
     assert entity["type"] == "AirQualityObserved"
     assert entity["location"]["value"] == {"type": "Point", "coordinates": [2.35, 48.85]}
 
@@ -141,12 +143,14 @@ def test_provision_creates_device_and_entity(client: TestClient, hub: Hub,
          "category": "environmental"}]
 
 
-def test_device_location_is_its_entitys_location(client: TestClient, people: People) -> None:
+def test_device_location_is_its_entitys_location(client: TestClient, hub: Hub,
+                                                  people: People) -> None:
     point = {"type": "Point", "coordinates": [5.1, 52.1]}
     body = device_body(location=point)
     del body["staticAttributes"]
     assert provision(client, people.operator, body)["location"] == point
-    entity = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:aq-0001").json()
+    entity = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:aq-0001",
+                        headers=operator_headers(hub)).json()
     assert entity["location"]["value"] == point
     twice = client.post(DEVICES, json=device_body("aq-0002", location=point),
                         headers=apikey(people.operator))
@@ -174,13 +178,14 @@ def test_duplicate_device_is_409(client: TestClient, people: People) -> None:
                        headers=apikey(people.operator)).status_code == 409
 
 
-def test_existing_entity_is_kept(client: TestClient, people: People) -> None:
+def test_existing_entity_is_kept(client: TestClient, hub: Hub, people: People) -> None:
     entity = {"id": "urn:ngsi-ld:AirQualityObserved:aq-0001", "type": "AirQualityObserved",
               "name": {"type": "Property", "value": "kept"}}
     assert client.post("/ngsi-ld/v1/entities", json=entity,
                        headers=apikey(people.operator)).status_code == 201
     provision(client, people.operator)
-    got = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:aq-0001").json()
+    got = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:aq-0001",
+                     headers=operator_headers(hub)).json()
     assert got["name"]["value"] == "kept"
     assert "location" not in got
 
@@ -245,7 +250,12 @@ def test_provisioning_needs_a_manager_of_the_owner(client: TestClient, hub: Hub,
     assert client.get(DEVICES).json() == []
     assert provision(client, people.cdo, device_body(owner="partner"))["owner"] == "partner"
     assert provision(client, people.steward, device_body("aq-0002"))["owner"] == "environment"
-    assert provision(client, people.partner, device_body("aq-0003"))["owner"] == "partner"
+    # An organisation creates entities, its devices' too, only in datasets it owns.
+    city_entity = client.post(DEVICES, json=device_body("aq-0003"), headers=apikey(
+        people.partner))
+    assert city_entity.status_code == 403 and "may not write to it" in city_entity.json()[
+        "detail"]
+    assert provision(client, people.partner, device_body("partner-0003"))["owner"] == "partner"
     with pytest.raises(BadRequestData, match="Name the owner"):
         hub.devices.provision(Caller.system("test"), device_body("aq-0004"),
                               hub.contexts.resolve(ENV_CONTEXT))
@@ -465,7 +475,7 @@ def test_lists_filter_by_status_tier_and_owner(client: TestClient, people: Peopl
     for number in range(3):
         provision(client, people.operator, device_body(f"aq-{number:04d}"))
     provision(client, people.operator, camera_body())
-    provision(client, people.partner, device_body("aq-0100"))
+    provision(client, people.partner, device_body("partner-0100"))
     client.patch(f"{DEVICES}/aq-0001", json={"status": "suspended"},
                  headers=apikey(people.operator))
 
@@ -478,7 +488,7 @@ def test_lists_filter_by_status_tier_and_owner(client: TestClient, people: Peopl
     assert ids(status="suspended") == ["aq-0001"]
     assert ids(status="pending_approval") == ["cam-0001"]
     assert ids(tier="high") == ["cam-0001"]
-    assert ids(owner="partner") == ["aq-0100"]
+    assert ids(owner="partner") == ["partner-0100"]
     assert ids(owner="environment", tier="low", status="active") == ["aq-0000", "aq-0002"]
     for bad in ({"status": "asleep"}, {"tier": "extreme"}):
         answer = client.get(DEVICES, params=bad)
@@ -486,7 +496,7 @@ def test_lists_filter_by_status_tier_and_owner(client: TestClient, people: Peopl
         assert answer.headers["content-type"] == "application/problem+json"
 
 
-def test_list_get_delete(client: TestClient, people: People) -> None:
+def test_list_get_delete(client: TestClient, hub: Hub, people: People) -> None:
     for number in range(3):
         provision(client, people.operator, device_body(f"aq-{number:04d}"))
     first = client.get(DEVICES, params={"limit": 2})
@@ -507,8 +517,8 @@ def test_list_get_delete(client: TestClient, people: People) -> None:
     assert client.delete(f"{DEVICES}/aq-0001",
                          headers=apikey(people.operator)).status_code == 404
     # the entity is data, not configuration: it stays
-    assert client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:aq-0001"
-                      ).status_code == 200
+    assert client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:aq-0001",
+                      headers=operator_headers(hub)).status_code == 200
 
 
 def test_only_the_cdo_gives_a_device_to_another_organisation(client: TestClient,

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.stakeholders import People, apikey, city_people, device_key
+from tests.conftest import operator_headers
+from tests.stakeholders import People, apikey, device_key
 from tests.test_devices import (
     DEVICES,
     ENV_LINK,
@@ -25,8 +26,10 @@ EID = "urn:ngsi-ld:AirQualityObserved:aq-0001"
 
 
 @pytest.fixture
-def people(hub: Hub) -> People:
-    return city_people(hub)
+def client(public_client: TestClient) -> TestClient:
+    """Here the API has no default caller: every request names the API key or device key
+    it sends (conftest's ``client`` would add a city operator's key to each)."""
+    return public_client
 
 
 def history(hub: Hub, entity_id: str = EID) -> list[Any]:
@@ -78,7 +81,8 @@ def test_mixed_batch_stores_valid_and_dead_letters_the_rest(client: TestClient, 
     assert "has no 'value'" in reasons[8]
     assert "deviceId" in reasons[9]
 
-    entity = client.get(f"/ngsi-ld/v1/entities/{EID}", headers=ENV_LINK).json()
+    entity = client.get(f"/ngsi-ld/v1/entities/{EID}",
+                        headers={**ENV_LINK, **operator_headers(hub)}).json()
     assert entity["pm25"] == {"type": "Property", "value": 14.5,
                               "observedAt": "2024-03-01T10:15:00Z"}
     assert entity["no2"] == {"type": "Property", "value": 40, "unitCode": "GQ",
@@ -168,10 +172,10 @@ def test_readings_without_a_valid_credential_store_nothing(client: TestClient, h
 def test_a_gateway_writes_only_its_organisations_devices(client: TestClient, hub: Hub,
                                                          people: People) -> None:
     provision(client, people.operator)  # environment's
-    provision(client, people.partner, device_body("aq-0100"))  # the partner's
-    partner_eid = "urn:ngsi-ld:AirQualityObserved:aq-0100"
+    provision(client, people.partner, device_body("partner-0100"))  # the partner's
+    partner_eid = "urn:ngsi-ld:AirQualityObserved:partner-0100"
     batch = [
-        {"deviceId": "aq-0100", "observedAt": "2024-03-01T10:00:00Z", "pm25": 1},
+        {"deviceId": "partner-0100", "observedAt": "2024-03-01T10:00:00Z", "pm25": 1},
         {"deviceId": "aq-0001", "observedAt": "2024-03-01T10:00:00Z", "pm25": 2},
         {"id": EID, SDM + "pm25": {"type": "Property", "value": 3,
                                    "observedAt": "2024-03-01T10:01:00Z"}},

@@ -27,6 +27,7 @@ from urbanhub.ngsild.entity import parse_entity
 from urbanhub.sdm.validate import validate_entity
 from urbanhub.sim.catalog import DEPARTMENTS, SENSOR_OWNERS
 from urbanhub.sim.city import CITY_TZ, KINDS, City, Sensor, build_city, districts
+from urbanhub.sim.demo import operator_keys
 from urbanhub.sim.devices import (
     BACKFILL_STEP,
     CityFeeder,
@@ -46,7 +47,6 @@ from urbanhub.sim.patterns import (
     observe,
     traffic_factor,
 )
-from urbanhub.sim.stakeholders import operator_keys
 
 CITY = build_city(seed=7, sensors=48)
 WEDNESDAY = datetime(2024, 5, 15, tzinfo=CITY_TZ)
@@ -446,11 +446,13 @@ def test_readings_of_an_unprovisioned_device_are_not_sent() -> None:
 
 # --- against the real hub -----------------------------------------------------------------
 
-def test_the_city_streams_into_a_real_hub(client: TestClient, hub: Hub) -> None:
+def test_the_city_streams_into_a_real_hub(public_client: TestClient, client: TestClient,
+                                          hub: Hub) -> None:
     """Operators provision, devices backfill with their own keys through the ingest API; a
-    rerun (new operator keys, rotated device keys) reuses and stores nothing."""
+    rerun (new operator keys, rotated device keys) reuses and stores nothing. A city
+    operator (``client``) then reads what arrived."""
     city = build_city(5, sensors=12)
-    feeder = CityFeeder(client, city, NO_FAULTS, operator_keys(hub.identities))
+    feeder = CityFeeder(public_client, city, NO_FAULTS, operator_keys(hub))
     first = feeder.provision()
     assert (first.created, first.existing) == (8 + 12, 0)
     end = datetime.now(UTC)
@@ -458,7 +460,7 @@ def test_the_city_streams_into_a_real_hub(client: TestClient, hub: Hub) -> None:
     attributes = sum(len(s.kind.attributes) for s in city.sensors)
     assert report.rejected == 0, report.reasons
     assert report.stored == report.accepted == attributes * 12
-    again = CityFeeder(client, city, NO_FAULTS, operator_keys(hub.identities))
+    again = CityFeeder(public_client, city, NO_FAULTS, operator_keys(hub))
     assert again.provision().existing == 20
     assert set(again.device_keys.values()).isdisjoint(feeder.device_keys.values())
     replay = again.backfill(end, 1)

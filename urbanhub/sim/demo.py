@@ -26,11 +26,10 @@ from urbanhub.model.caller import Caller
 from urbanhub.model.governance import OrganisationKind, Role
 from urbanhub.model.identity import Organisation
 from urbanhub.ngsild.timeutil import utcnow
-from urbanhub.sim.catalog import demo_catalog
+from urbanhub.sim.catalog import DEPARTMENTS, demo_catalog
 from urbanhub.sim.city import CITY_NAME, build_city
 from urbanhub.sim.devices import CityFeeder, DemoTransportError, SendReport
 from urbanhub.sim.patterns import FaultConfig
-from urbanhub.sim.stakeholders import operator_keys
 
 
 class DemoError(RuntimeError):
@@ -91,7 +90,9 @@ def wait_ready(client: httpx.Client, timeout_s: float = 30.0) -> None:
         time.sleep(0.1)
     raise DemoError(f"the hub did not become ready within {timeout_s:.0f} s ({last})")
 
+
 PLATFORM_KEY_LIFETIME = timedelta(days=1)
+OPERATOR_KEY_LIFETIME = timedelta(hours=1)
 
 
 def load_demo_catalog(hub: Hub) -> LoadReport:
@@ -110,6 +111,19 @@ def platform_key(hub: Hub) -> str:
         "riverton-platform", frozenset({Role.CDO}), PLATFORM_KEY_LIFETIME, "demo feeder").key
 
 
+def operator_keys(hub: Hub) -> dict[str, str]:
+    """Department id -> a fresh API key (read, write) of its operator, who provisions the
+    department's sensors; departments and operators are created the first time. The keys
+    only provision when the demo starts (readings carry the devices' own keys), so they
+    live an hour."""
+    return {department: hub.identities.service_account_key(
+                Caller.system("demo"), Organisation(department, name,
+                                                    OrganisationKind.DEPARTMENT),
+                f"{department}-operator", frozenset({Role.OPERATOR}), OPERATOR_KEY_LIFETIME,
+                "demo provisioning").key
+            for department, name in DEPARTMENTS.items()}
+
+
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> SendReport:
     """Serve, provision, backfill, then stream until interrupted; returns what was streamed."""
     city = build_city(options.seed, options.sensors)
@@ -122,8 +136,8 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Send
     live = SendReport()
     try:
         server.start()
-        key = platform_key(server.hub)
-        with httpx.Client(base_url=base, timeout=60.0, headers={"X-API-Key": key}) as client:
+        key = platform_key(server.hub)  # for whoever explores the demo; the feeder sends
+        with httpx.Client(base_url=base, timeout=60.0) as client:  # each request's own key
             wait_ready(client)
             console.print(f"[bold]Urbanhub demo[/] ({CITY_NAME}, seed {options.seed}) ready:\n"
                           f"  API     {base}/ngsi-ld/v1/entities\n"
@@ -134,8 +148,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Send
             catalog = load_demo_catalog(server.hub)
             created = sum(o is Outcome.CREATED for o in catalog.datasets.values())
             console.print(f"catalog: {len(catalog.datasets)} datasets ({created} new)")
-            feeder = CityFeeder(client, city, options.faults,
-                                operator_keys(server.hub.identities))
+            feeder = CityFeeder(client, city, options.faults, operator_keys(server.hub))
             provisioned = feeder.provision()
             console.print(f"city: {len(city.districts)} districts, {len(city.sensors)} sensors "
                           f"({provisioned.created} created, {provisioned.existing} reused)")
