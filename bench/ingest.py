@@ -44,8 +44,21 @@ SDM_ENV = "https://smartdatamodels.org/dataModel.Environment/"
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
+BENCH_PURPOSE = "benchmarking"
+
+
 def api_key(key: str) -> dict[str, str]:
-    return {"Authorization": f"ApiKey {key}"}
+    """The bench's credentials: the CDO's key, and a registered purpose for reading the
+    (uncatalogued, so internal) data it writes."""
+    return {"Authorization": f"ApiKey {key}", "Urbanhub-Purpose": BENCH_PURPOSE}
+
+
+def register_purpose(client: httpx.Client) -> None:
+    response = client.post("/catalog/v1/purposes", json={
+        "id": BENCH_PURPOSE, "kind": "operations", "description": "Measuring the hub."})
+    if response.status_code not in (201, 409):
+        raise RuntimeError(f"registering the purpose failed: {response.status_code} "
+                           f"{response.text}")
 
 
 def free_port() -> int:
@@ -428,6 +441,7 @@ def run_backend(backend: str, quick: bool) -> None:
         key = bootstrap_key(database_url)
         with private_broker() as broker, hub_server(database_url, root, broker) as base, \
                 httpx.Client(base_url=base, timeout=60, headers=api_key(key)) as client:
+            register_purpose(client)
             devices = provision(client, 1000)
             bodies = measurement_batches(devices, readings, 20_000)
             rate, stored = http_ingest_rate(base, key, bodies, senders=1)
