@@ -199,6 +199,16 @@ def test_a_gateway_writes_only_its_organisations_devices(client: TestClient, hub
     # The CDO's key is an organisation's key too: the city data office owns no device.
     assert client.post(READINGS, json=batch, headers=apikey(people.cdo)).json()[
         "accepted"] == 0
+    # An entity no device writes is held to the NGSI-LD write rules: the dataset's owner.
+    district = {"id": "urn:ngsi-ld:District:north", "type": "District"}
+    assert client.post("/ngsi-ld/v1/entities", json=district,
+                       headers=apikey(people.operator)).status_code == 201
+    fragment = [{"id": district["id"], "population": {"type": "Property", "value": 5}}]
+    refused = client.post(READINGS, json=fragment, headers=apikey(people.partner)).json()
+    assert refused["accepted"] == 0
+    assert "pete of partner may not write to it" in refused["rejected"][0]["reason"]
+    assert client.post(READINGS, json=fragment, headers=apikey(people.steward)).json()[
+        "stored"] == 1
 
 
 def test_a_device_key_writes_only_its_own_readings(client: TestClient, hub: Hub,

@@ -53,6 +53,7 @@ from urbanhub.model.devices import (
 from urbanhub.model.errors import (
     AlreadyExists,
     BadRequestData,
+    Forbidden,
     ResourceNotFound,
     Unauthenticated,
 )
@@ -450,9 +451,19 @@ class DeviceRegistry:
     def refusals(self, conn: Connection, entity_ids: set[str],
                  sender: Sender) -> dict[str, GateRefusal]:
         """The ingest gate: which of these entities ``sender`` may not write, and why, as of
-        the device revision ``conn`` sees."""
+        the device revision ``conn`` sees. A member writing an entity that no device writes
+        (an NGSI-LD fragment) is held to the NGSI-LD API's write rules; batches of device
+        readings have no such entity and cost nothing here."""
         self.sync(conn)
-        return self._index.refusals(entity_ids, sender)
+        index = self._index
+        refused = index.refusals(entity_ids, sender)
+        if sender.caller is not None:
+            for entity_id in entity_ids - index.by_entity.keys():
+                try:
+                    self.entities.guard.check_entity_write(conn, sender.caller, entity_id)
+                except Forbidden as exc:
+                    refused[entity_id] = GateRefusal(Refusal.NOT_PERMITTED, exc.detail, None)
+        return refused
 
     def authenticate(self, presented: str) -> DeviceMapping:
         """The device a device key belongs to, whatever its status (the gate judges that)."""

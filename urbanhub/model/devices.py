@@ -341,7 +341,7 @@ class Sender:
 
     actor: str  # the audit trail's actor
     device: str | None = None  # authenticated by a device key: that device only
-    organisation: str | None = None  # an organisation's API key: the devices it owns
+    caller: Caller | None = None  # a member's credential: the devices its organisation owns
     trusted: bool = False  # the transport authenticated the device, or a hub component
 
     @classmethod
@@ -351,7 +351,11 @@ class Sender:
     @classmethod
     def of_caller(cls, caller: Caller) -> Sender:
         """A member's credential (a gateway's or partner platform's API key)."""
-        return cls(caller.subject, organisation=caller.organisation)
+        return cls(caller.subject, caller=caller)
+
+    @property
+    def organisation(self) -> str | None:
+        return self.caller.organisation if self.caller is not None else None
 
     @classmethod
     def component(cls, name: str) -> Sender:
