@@ -103,12 +103,13 @@ def load_demo_catalog(hub: Hub) -> LoadReport:
 
 
 def platform_key(hub: Hub) -> str:
-    """A fresh API key of the city's data platform, which feeds every department's sensors
-    (so it holds the CDO role, the one that may write every organisation's datasets)."""
+    """A fresh API key of the city's data platform, printed for whoever explores the demo
+    (it holds the CDO role, so it reads and writes every dataset). The sensors themselves
+    are provisioned by their departments' operators and report with their own keys."""
     return hub.identities.service_account_key(
         Caller.system("demo"), Organisation("riverton", f"City of {CITY_NAME}",
                                             OrganisationKind.DEPARTMENT),
-        "riverton-platform", frozenset({Role.CDO}), PLATFORM_KEY_LIFETIME, "demo feeder").key
+        "riverton-platform", frozenset({Role.CDO}), PLATFORM_KEY_LIFETIME, "demo explorer").key
 
 
 def operator_keys(hub: Hub) -> dict[str, str]:
@@ -136,8 +137,8 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Send
     live = SendReport()
     try:
         server.start()
-        key = platform_key(server.hub)  # for whoever explores the demo; the feeder sends
-        with httpx.Client(base_url=base, timeout=60.0) as client:  # each request's own key
+        key = platform_key(server.hub)
+        with httpx.Client(base_url=base, timeout=60.0) as client:  # requests bring their keys
             wait_ready(client)
             console.print(f"[bold]Urbanhub demo[/] ({CITY_NAME}, seed {options.seed}) ready:\n"
                           f"  API     {base}/ngsi-ld/v1/entities\n"
