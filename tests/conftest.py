@@ -32,7 +32,8 @@ EXTERNAL = ROOT.parent / "shared" / "external"
 PG_ADMIN = os.environ.get("URBANHUB_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = ("api_keys", "member_roles", "members", "organisations", "audit_log", "dead_letters",
           "devices", "rollup_hourly", "history", "attributes", "entity_types", "entities",
-          "datasets", "purposes", "catalog_revision", "device_revision")
+          "datasets", "purposes", "catalog_revision", "device_revision", "quality_rules",
+          "quality_flags")
 
 
 def _ensure_services() -> None:

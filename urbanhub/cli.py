@@ -312,6 +312,49 @@ def _last_segment(iri: str) -> str:
 
 
 @app.command()
+def dispose(dry_run: bool = typer.Option(False, "--dry-run",
+                                         help="Report what would be removed; remove nothing.")
+            ) -> None:
+    """Enforce every dataset's retention now: remove expired history, rollups, quality flags
+    and entities (on PostgreSQL wholly expired partitions are dropped) and record the run in
+    the audit trail."""
+    from urbanhub.hub.runtime import Hub
+    from urbanhub.model.caller import Caller
+    from urbanhub.model.errors import UrbanhubError
+    from urbanhub.model.governance import format_duration
+
+    hub = Hub(get_settings())
+    try:
+        hub.upgrade_schema()
+        with console.status("disposal dry run" if dry_run else "disposing of expired data"):
+            run = hub.disposal.dispose(Caller.system("cli"), dry_run=dry_run)
+    except UrbanhubError as exc:
+        console.print(f"[red]disposal refused:[/] {exc.detail}", highlight=False)
+        raise typer.Exit(1) from exc
+    finally:
+        hub.close()
+    table = Table(title=f"{'dry run: would remove' if dry_run else 'disposal run'} "
+                        f"{run.run_id} at {run.at:%Y-%m-%d %H:%M} UTC")
+    for column in ("dataset", "retention", "cut-off", "history rows", "observed",
+                   "rollup hours", "quality flags", "values", "entities", "partitions"):
+        table.add_column(column, overflow="fold", justify="right" if column in (
+            "history rows", "rollup hours", "quality flags", "values", "entities") else "left")
+    for figures in run.datasets:
+        span = figures.history
+        table.add_row(figures.dataset_id, format_duration(figures.retention),
+                      f"{figures.cutoff:%Y-%m-%d %H:%M}", f"{span.rows:,}",
+                      f"{span.first:%Y-%m-%d %H:%M} to {span.last:%Y-%m-%d %H:%M}"
+                      if span.first and span.last else "",
+                      f"{figures.rollup_hours:,}", f"{figures.quality_flags:,}",
+                      f"{figures.attribute_values:,}", f"{figures.entities:,}",
+                      ", ".join(figures.partitions),
+                      style=None if figures.removed_anything else "dim")
+    output.print(table)
+    if not run.complete:
+        output.print("[yellow]the run was stopped before the end[/]")
+
+
+@app.command()
 def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
          port: int = typer.Option(8000, help="TCP port to listen on."),
          seed: int = typer.Option(42, help="Seed of the simulation (same seed, same city)."),

@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from urbanhub import __version__
-from urbanhub.api import catalog, identity, ingest, ngsild, system, temporal
+from urbanhub.api import catalog, identity, ingest, ngsild, retention, system, temporal
 from urbanhub.api.problems import install_problem_handlers, problem_responses
 from urbanhub.api.security import caller_of
 from urbanhub.config import Settings, get_settings
@@ -32,9 +32,14 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         app.state.broker_status = adapter.status if adapter else _mqtt_disabled
         if adapter is not None:
             adapter.start()  # connects in the background; HTTP serves even if the broker is down
+        disposal = hub.disposal_schedule()
+        if disposal is not None:
+            disposal.start()
         try:
             yield
         finally:
+            if disposal is not None:
+                await run_in_threadpool(disposal.stop)  # a run in progress ends its step
             if adapter is not None:
                 await run_in_threadpool(adapter.stop)  # commits and acknowledges what is buffered
 
@@ -52,4 +57,5 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(ingest.router)
     app.include_router(identity.router)
     app.include_router(catalog.router)
+    app.include_router(retention.router)
     return app

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 
 from urbanhub.config import Settings
 from urbanhub.governance.catalog import CatalogService, RuleCache
+from urbanhub.governance.disposal import DisposalSchedule, DisposalService
 from urbanhub.governance.enforcement import AccessGuard, DecisionRecorder
 from urbanhub.governance.identity import IdentityService
 from urbanhub.governance.oidc import OidcVerifier
@@ -51,12 +52,18 @@ class Hub:
         self.readings = ReadingMapper(self.devices, self.contexts)
         self.identities = IdentityService(self.engine, self.audit,
                                           OidcVerifier.from_settings(settings))
+        self.disposal = DisposalService(self.store, self.audit)
 
     def mqtt_adapter(self) -> MqttAdapter | None:
         """The MQTT subscription the settings ask for; None when MQTT is disabled."""
         if not self.settings.mqtt_url:
             return None
         return MqttAdapter(self.settings, self.ingest, self.readings, self.metrics)
+
+    def disposal_schedule(self) -> DisposalSchedule | None:
+        """The periodic disposal the settings ask for; None when it is disabled (0)."""
+        interval = self.settings.disposal_interval_s
+        return DisposalSchedule(self.disposal, interval) if interval > 0 else None
 
     def upgrade_schema(self) -> None:
         upgrade(self.engine)

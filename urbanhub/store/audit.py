@@ -91,6 +91,22 @@ class AuditLog:
         with self.engine.connect() as connection:
             return self._head(connection)
 
+    def by_target(self, target: str, limit: int, action: str | None = None) -> list[AuditEntry]:
+        """The latest entries about ``target`` (of one ``action`` when given), newest first."""
+        query = select(audit_log).where(audit_log.c.target == target)
+        if action is not None:
+            query = query.where(audit_log.c.action == action)
+        with self.engine.connect() as connection:
+            return [_entry(row) for row in connection.execute(
+                query.order_by(audit_log.c.seq.desc()).limit(limit))]
+
+    def between(self, first: int, end: int) -> list[AuditEntry]:
+        """Entries ``first <= seq < end``, in order."""
+        with self.engine.connect() as connection:
+            return [_entry(row) for row in connection.execute(
+                select(audit_log).where(audit_log.c.seq >= first, audit_log.c.seq < end)
+                .order_by(audit_log.c.seq))]
+
     def export_head(self) -> dict[str, Any]:
         """Sequence number, hash and time of the head, to anchor outside the hub."""
         return ChainHead.of(self.head()).to_json()

@@ -481,7 +481,8 @@ class EntityStore:
         return inserted
 
     def _append_history_postgres(self, conn: Connection, rows: Sequence[HistoryRow],
-                                 now: datetime, update_current: bool) -> int:
+                                 now: datetime, update_current: bool, *,
+                                 retry: bool = True) -> int:
         """COPY straight into history when the batch is all new (the common case).
 
         A replayed or duplicated reading makes that COPY fail on the primary key; the
@@ -501,6 +502,15 @@ class EntityStore:
             except psycopg.errors.UniqueViolation:
                 cursor.execute("ROLLBACK TO SAVEPOINT history_copy")
                 return self._merge_history(raw, rows, payloads, now, update_current)
+            except psycopg.errors.CheckViolation:
+                # No partition for a row: disposal in another process dropped a month this
+                # process had seen. Re-create what is missing and write the batch again.
+                cursor.execute("ROLLBACK TO SAVEPOINT history_copy")
+                if not retry:
+                    raise
+                self.forget_partitions()
+                return self._append_history_postgres(conn, rows, now, update_current,
+                                                     retry=False)
             cursor.execute("RELEASE SAVEPOINT history_copy")
             _fold_rollups(cursor, rows)
             if update_current:
@@ -549,6 +559,10 @@ class EntityStore:
             found = cursor.fetchone()
             cursor.execute("TRUNCATE stage_history")
         return int(found[0]) if found else 0
+
+    def forget_partitions(self) -> None:
+        """Stop trusting the partitions seen so far: disposal dropped some."""
+        self._partitions = set()
 
     def _ensure_partitions(self, conn: Connection, rows: Sequence[HistoryRow]) -> None:
         months = {(r.observed_at.astimezone(UTC).year, r.observed_at.astimezone(UTC).month)

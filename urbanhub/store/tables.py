@@ -278,3 +278,24 @@ catalog_revision = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("revision", BigInteger, nullable=False),
 )
+
+# Data quality (urbanhub.governance.quality): each dataset's rules, read and written whole,
+# and flags kept only for readings that failed a rule. ``quality_flags`` is keyed like
+# ``history`` (``dataset_id`` is the NGSI-LD datasetId) and holds a QualityFlag bit mask, so
+# the report counts failures per rule with integer arithmetic.
+quality_rules = Table(
+    "quality_rules", metadata,
+    Column("dataset_id", Text, primary_key=True),  # catalog dataset (``datasets.id``)
+    Column("rules", JSON, nullable=False),
+    Column("modified_at", UTCDateTime, nullable=False),
+)
+
+quality_flags = Table(
+    "quality_flags", metadata,
+    Column("entity_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("dataset_id", Text, nullable=False),
+    Column("observed_at", UTCDateTime, nullable=False),
+    Column("flags", Integer, nullable=False),
+    PrimaryKeyConstraint("entity_id", "name", "dataset_id", "observed_at"),
+)
