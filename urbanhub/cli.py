@@ -43,6 +43,8 @@ catalog_app = typer.Typer(help="Data catalog: purposes, datasets, assignment rul
 app.add_typer(catalog_app, name="catalog")
 devices_app = typer.Typer(help="The device registry.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
+quality_app = typer.Typer(help="Data quality of datasets.", no_args_is_help=True)
+app.add_typer(quality_app, name="quality")
 console = Console(stderr=True)
 output = Console()
 
@@ -304,6 +306,46 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(temporary, path)
+
+
+@quality_app.command("report")
+def quality_report(dataset: str = typer.Argument(..., help="Dataset id."),
+                   window: str = typer.Option("P1D", help="ISO 8601 duration up to now.")
+                   ) -> None:
+    """Completeness, validity and timeliness of a dataset, with the rules that failed."""
+    from urbanhub.governance.quality import exact_duration
+    from urbanhub.hub.runtime import Hub
+    from urbanhub.model.caller import Caller
+    from urbanhub.model.errors import UrbanhubError
+
+    hub = Hub(get_settings())
+    try:
+        hub.upgrade_schema()
+        report = hub.quality.report(Caller.system("cli"), dataset,
+                                    exact_duration(window, "window"))
+    except UrbanhubError as exc:
+        console.print(f"[red]{exc.detail}[/]", highlight=False)
+        raise typer.Exit(1) from exc
+    finally:
+        hub.close()
+    table = Table(title=f"quality of {dataset}, {report.window.start:%Y-%m-%d %H:%M} to "
+                        f"{report.window.end:%Y-%m-%d %H:%M} UTC, {report.entities:,} entities")
+    for column in ("measure", "score", "passed", "failing rules"):
+        table.add_column(column, overflow="fold",
+                         justify="right" if column in ("score", "passed") else "left")
+    for label, measure in (("completeness: required attributes", report.required_attributes),
+                           ("completeness: expected readings", report.expected_readings),
+                           ("validity", report.validity), ("timeliness", report.timeliness)):
+        share = measure.share
+        score = share.score if share is not None else None
+        failing = "; ".join(
+            f"{_last_segment(f.attribute) + ' ' if f.attribute else ''}{f.rule}"
+            f"{'' if f.limit is None else f' {f.limit}'}: {f.count:,}" for f in measure.failing)
+        table.add_row(label, "-" if score is None else f"{score:.1%}",
+                      f"{share.part:,} of {share.whole:,}" if share else "",
+                      failing or (measure.reason or ""),
+                      style="dim" if score is None else None)
+    output.print(table)
 
 
 def _last_segment(iri: str) -> str:

@@ -9,7 +9,16 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from urbanhub import __version__
-from urbanhub.api import catalog, identity, ingest, ngsild, retention, system, temporal
+from urbanhub.api import (
+    catalog,
+    identity,
+    ingest,
+    ngsild,
+    quality,
+    retention,
+    system,
+    temporal,
+)
 from urbanhub.api.problems import install_problem_handlers, problem_responses
 from urbanhub.api.security import caller_of
 from urbanhub.config import Settings, get_settings
@@ -58,4 +67,5 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(identity.router)
     app.include_router(catalog.router)
     app.include_router(retention.router)
+    app.include_router(quality.router)
     return app

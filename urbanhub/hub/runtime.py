@@ -13,6 +13,7 @@ from urbanhub.governance.enforcement import AccessGuard, DecisionRecorder
 from urbanhub.governance.identity import IdentityService
 from urbanhub.governance.oidc import OidcVerifier
 from urbanhub.governance.pseudonymise import load_pseudonymiser
+from urbanhub.governance.quality_service import QualityService
 from urbanhub.hub.entities import EntityService
 from urbanhub.hub.metrics import Metrics
 from urbanhub.hub.query import QueryService
@@ -48,7 +49,9 @@ class Hub:
         self.temporal = TemporalService(self.store, self.queries, validator=validate_entity)
         self.metrics = Metrics()
         self.devices = DeviceRegistry(self.store, self.entities, self.audit)
-        self.ingest = IngestPipeline(self.store, self.metrics, self.devices, self.audit)
+        self.quality = QualityService(self.store, self.audit, self.catalog)
+        self.ingest = IngestPipeline(self.store, self.metrics, self.devices, self.audit,
+                                     quality=self.quality)
         self.readings = ReadingMapper(self.devices, self.contexts)
         self.identities = IdentityService(self.engine, self.audit,
                                           OidcVerifier.from_settings(settings))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,6 +29,9 @@ from urbanhub.ngsild.timeutil import utcnow
 from urbanhub.store.audit import AuditLog
 from urbanhub.store.dead_letters import DeadLetter, add_dead_letters
 from urbanhub.store.entities import EntityStore, HistoryRow
+
+if TYPE_CHECKING:
+    from urbanhub.governance.quality_service import QualityService
 
 Reading = HistoryRow
 #: Longest reason text quoted in an audit summary (the dead letter keeps the whole one).
@@ -76,12 +79,14 @@ class IngestReport:
 
 class IngestPipeline:
     def __init__(self, store: EntityStore, metrics: Metrics, devices: DeviceRegistry,
-                 audit: AuditLog, clock: Callable[[], datetime] = utcnow) -> None:
+                 audit: AuditLog, clock: Callable[[], datetime] = utcnow,
+                 quality: QualityService | None = None) -> None:
         self.store = store
         self.metrics = metrics
         self.devices = devices
         self.audit = audit
         self.clock = clock
+        self.quality = quality
 
     def ingest(self, readings: Sequence[Reading], rejected: Sequence[Rejected] = (),
                origins: Sequence[Origin] | None = None, *, sender: Sender) -> IngestReport:
@@ -107,6 +112,8 @@ class IngestPipeline:
                 good = list(readings)
             report.accepted = len(good)
             report.stored = self.store.apply_readings(conn, good, now)
+            if self.quality is not None:
+                self.quality.flag_readings(conn, good, report.stored)
             add_dead_letters(conn, [DeadLetter(r.source, r.reason, r.payload, r.topic)
                                     for r in report.rejected], now)
             if report.rejected:
