@@ -26,7 +26,7 @@ from urbanhub.governance.quality import (
     QualityFlag,
     QualityRules,
     Share,
-    content,
+    comparable,
     exact_duration,
     judge_readings,
     repeated,
@@ -132,15 +132,19 @@ def test_readings_are_judged_by_range_and_unit() -> None:
 def test_a_value_repeated_more_than_n_times_in_a_row_is_flagged() -> None:
     t = [at(f"2026-03-15 {h:02d}:00") for h in range(9)]
     values = [1, 1, 1, 2, 2, 2, 2, 1, 1]
-    assert repeated(list(zip(t, values, strict=True)), 2) == {t[2], t[5], t[6]}
-    assert repeated(list(zip(t, values, strict=True)), 1) == {t[1], t[2], t[4], t[5], t[6],
-                                                              t[8]}
-    assert repeated([], 1) == set()
-    # True is not the number 1; lists and objects compare by content
-    assert content({"value": True}) != content({"value": 1})
-    assert content({"object": "urn:x"}) == "urn:x"
-    assert repeated([(t[0], content({"value": [1, 2]})), (t[1], content({"value": [1, 2]}))],
-                    1) == {t[1]}
+    assert repeated([], list(zip(t, values, strict=True)), 2) == {t[2], t[5], t[6]}
+    assert repeated([], list(zip(t, values, strict=True)), 1) == {t[1], t[2], t[4], t[5],
+                                                                  t[6], t[8]}
+    # values stored before the batch continue the run; they are never flagged again
+    assert repeated([5, 1, 1], list(zip(t[:2], [1, 3], strict=True)), 2) == {t[0]}
+    assert repeated([1, 1, 1], [], 2) == set()
+    # the number, else the content; True is not the number 1; lists compare by content
+    assert comparable(1.0, {"value": 1}) == 1.0
+    assert comparable(None, {"value": True}) != comparable(1.0, {"value": 1})
+    assert comparable(None, {"object": "urn:x"}) == "urn:x"
+    assert comparable(None, None) is None
+    listed = comparable(None, {"value": [1, 2]})
+    assert repeated([listed], [(t[1], comparable(None, {"value": [1, 2]}))], 1) == {t[1]}
 
 
 def test_rules_round_trip_through_their_stored_form() -> None:

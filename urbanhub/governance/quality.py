@@ -65,6 +65,11 @@ _RULE_NAMES = {QualityFlag.BELOW_MIN: "min", QualityFlag.ABOVE_MAX: "max",
                QualityFlag.REPEATED: "maxRepeats"}
 
 
+_BELOW_MIN, _ABOVE_MAX, _NOT_NUMERIC, _WRONG_UNIT = (
+    int(QualityFlag.BELOW_MIN), int(QualityFlag.ABOVE_MAX), int(QualityFlag.NOT_NUMERIC),
+    int(QualityFlag.WRONG_UNIT))
+
+
 class Observation(Protocol):
     """A reading as ingest stores it (``urbanhub.store.entities.HistoryRow``)."""
 
@@ -124,23 +129,20 @@ class AttributeRule:
             raise BadRequestData(f"{where} declares no rule: give min, max, unitCode, "
                                  "required or maxRepeats.")
 
-    @property
-    def has_range(self) -> bool:
-        return self.minimum is not None or self.maximum is not None
-
-    def judge(self, reading: Observation) -> QualityFlag:
-        """The flags of one reading by value and unit (repetition is judged apart)."""
-        flags = QualityFlag(0)
-        if self.has_range:
+    def judge(self, reading: Observation) -> int:
+        """The QualityFlag mask of one reading by value and unit (repetition is judged
+        apart); a plain int, as this runs for every reading ingested under a rule."""
+        flags = 0
+        if self.minimum is not None or self.maximum is not None:
             value = reading.value_num
             if value is None:
-                flags |= QualityFlag.NOT_NUMERIC
+                flags |= _NOT_NUMERIC
             elif self.minimum is not None and value < self.minimum:
-                flags |= QualityFlag.BELOW_MIN
+                flags |= _BELOW_MIN
             elif self.maximum is not None and value > self.maximum:
-                flags |= QualityFlag.ABOVE_MAX
+                flags |= _ABOVE_MAX
         if self.unit_code is not None and reading.instance.get("unitCode") != self.unit_code:
-            flags |= QualityFlag.WRONG_UNIT
+            flags |= _WRONG_UNIT
         return flags
 
     def limit(self, flag: QualityFlag) -> float | str | int | None:
@@ -212,10 +214,10 @@ def frequency_length(text: str, now: datetime) -> timedelta:
 # --- the evaluator ---------------------------------------------------------------------------
 
 def judge_readings(readings: Iterable[Observation], dataset_of: Mapping[str, str],
-                   rules: Mapping[str, QualityRules]) -> dict[ReadingKey, QualityFlag]:
-    """Flags by value and unit of each reading an attribute rule applies to (failing or
-    not); ``dataset_of`` gives each entity's catalog dataset."""
-    judged: dict[ReadingKey, QualityFlag] = {}
+                   rules: Mapping[str, QualityRules]) -> dict[ReadingKey, int]:
+    """QualityFlag masks by value and unit of each reading an attribute rule applies to
+    (failing or not); ``dataset_of`` gives each entity's catalog dataset."""
+    judged: dict[ReadingKey, int] = {}
     for reading in readings:
         ruleset = rules.get(dataset_of.get(reading.entity_id, ""))
         rule = ruleset.attributes.get(reading.name) if ruleset is not None else None
@@ -225,7 +227,7 @@ def judge_readings(readings: Iterable[Observation], dataset_of: Mapping[str, str
 
 
 def content(instance: Mapping[str, Any]) -> Any:
-    """What an attribute instance says (its value, object, …), for comparing readings.
+    """What an attribute instance says (its value, object, …).
 
     Booleans are told apart from numbers: a switch reporting True after 1 is no repeat.
     """
@@ -236,17 +238,25 @@ def content(instance: Mapping[str, Any]) -> Any:
     return None
 
 
-def repeated(series: Sequence[tuple[datetime, Any]], max_repeats: int) -> set[datetime]:
-    """Times of the readings in ``series`` (one attribute's, oldest first, contents compared
-    with ``content``) whose value equals each of the ``max_repeats`` values before it."""
+def comparable(value_num: float | None, instance: Mapping[str, Any] | None) -> Any:
+    """What readings are compared by for repetition: the number, else the content."""
+    return value_num if value_num is not None else content(instance or {})
+
+
+def repeated(previous: Sequence[Any], batch: Sequence[tuple[datetime, Any]],
+             max_repeats: int) -> set[datetime]:
+    """Times of the ``batch`` readings whose value equals each of the ``max_repeats`` values
+    before it; ``previous`` are the values stored before the batch. Both oldest first,
+    values as ``comparable`` gives them."""
     found: set[datetime] = set()
     run = 0
-    previous: Any = object()
-    for moment, value in series:
-        run = run + 1 if run and value == previous else 1
-        if run > max_repeats:
+    last: Any = object()
+    series: list[tuple[datetime | None, Any]] = [(None, value) for value in previous]
+    for moment, value in [*series, *batch]:
+        run = run + 1 if run and value == last else 1
+        if run > max_repeats and moment is not None:
             found.add(moment)
-        previous = value
+        last = value
     return found
 
 

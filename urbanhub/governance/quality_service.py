@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -31,7 +32,8 @@ from urbanhub.governance.quality import (
     QualityFlag,
     QualityReport,
     QualityRules,
-    content,
+    ReadingKey,
+    comparable,
     frequency_length,
     judge_readings,
     reading_key,
@@ -56,6 +58,7 @@ RULES_TTL_S = 5.0
 #: Longest window a report may cover: it counts every reading in it.
 MAX_WINDOW = timedelta(days=366)
 _OVERSEERS = frozenset({Role.CDO, Role.PRIVACY_BOARD})
+_REPEATED = int(QualityFlag.REPEATED)
 
 
 @dataclass(frozen=True)
@@ -156,40 +159,43 @@ class QualityService:
             ruled = list(store.stored_readings(conn, [reading_key(r) for r in ruled]))
         flags = judge_readings(ruled, dataset_of, rules)
         for key in self._repeated(conn, ruled, dataset_of, rules):
-            flags[key] |= QualityFlag.REPEATED
+            flags[key] |= _REPEATED
         failing = {key: mask for key, mask in flags.items() if mask}
         store.put_flags(conn, failing)
         return len(failing)
 
     def _repeated(self, conn: Connection, readings: Sequence[Observation],
                   dataset_of: dict[str, str], rules: dict[str, QualityRules]
-                  ) -> list[tuple[str, str, str, datetime]]:
+                  ) -> list[ReadingKey]:
         """Keys of the readings that repeat their attribute's value too often.
 
-        Each attribute series is read back from history, newest ``maxRepeats`` + (readings
-        of it in the batch) up to its newest reading of the batch: exact for readings that
-        arrive in time order; a late reading is judged against what history holds.
+        Each series (entity, attribute, datasetId) is judged in time order after the
+        ``maxRepeats`` values history holds before its oldest reading in the batch: exact
+        for readings that arrive in time order, which is how sensors send them; readings
+        that arrive late, older than ones stored, are judged against what came before them
+        in the batch and in history.
         """
-        batches: dict[tuple[str, str, str], list[datetime]] = {}
+        series: dict[tuple[str, str, str], dict[datetime, Any]] = {}
         limits: dict[tuple[str, str, str], int] = {}
-        for reading in readings:
+        for reading in sorted(readings, key=lambda r: r.observed_at):
             rule = rules[dataset_of[reading.entity_id]].attributes[reading.name]
             if rule.max_repeats is not None:
-                series = (reading.entity_id, reading.name, reading.dataset_id)
-                batches.setdefault(series, []).append(reading.observed_at)
-                limits[series] = rule.max_repeats
+                key = (reading.entity_id, reading.name, reading.dataset_id)
+                series.setdefault(key, {}).setdefault(
+                    reading.observed_at, comparable(reading.value_num, reading.instance))
+                limits[key] = rule.max_repeats
         by_limit: dict[int, list[tuple[str, str, str, datetime]]] = {}
-        for series, moments in batches.items():
-            by_limit.setdefault(limits[series] + len(moments), []).append((*series,
-                                                                            max(moments)))
-        found = []
+        for key, batch in series.items():
+            by_limit.setdefault(limits[key], []).append((*key, min(batch)))
+        found: list[ReadingKey] = []
         for limit, wanted in by_limit.items():
-            recent = store.recent_instances(conn, wanted, limit)
-            for series, instances in recent.items():
-                judged = set(batches[series])
-                for moment in repeated([(t, content(i)) for t, i in instances],
-                                       limits[series]) & judged:
-                    found.append((*series, moment))
+            stored = store.previous_values(conn, wanted, limit)
+            for entity_id, name, dataset_id, _ in wanted:
+                key = (entity_id, name, dataset_id)
+                before = [comparable(number, instance) for number, instance
+                          in stored.get(key, [])]
+                found.extend((*key, moment) for moment
+                             in repeated(before, list(series[key].items()), limit))
         return found
 
     # --- the report --------------------------------------------------------------------------

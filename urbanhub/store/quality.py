@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from itertools import groupby
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,10 +26,11 @@ from urbanhub.store.tables import (
 
 #: SQLite's limit on bound parameters is 999 in older builds.
 _CHUNK = 900
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+def _sqlite_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(_SQLITE_TIME)
 
 
 # --- rules ------------------------------------------------------------------------------------
@@ -51,7 +51,8 @@ def put_rules(conn: Connection, dataset_id: str, rules: dict[str, Any] | None,
     if rules is None:
         conn.execute(quality_rules.delete().where(quality_rules.c.dataset_id == dataset_id))
         return
-    insert = _insert(conn)(quality_rules).values(dataset_id=dataset_id, rules=rules,
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    insert = dialect_insert(quality_rules).values(dataset_id=dataset_id, rules=rules,
                                                  modified_at=now)
     conn.execute(insert.on_conflict_do_update(
         index_elements=["dataset_id"],
@@ -64,6 +65,11 @@ def entity_datasets(conn: Connection, entity_ids: Iterable[str],
                     dataset_ids: Sequence[str]) -> dict[str, str]:
     """The catalog dataset of those entities that are in one of ``dataset_ids``."""
     ids = list(entity_ids)
+    if conn.dialect.name == "postgresql":  # one array each: no IN list to build and parse
+        return dict(conn.exec_driver_sql(
+            "SELECT id, dataset_id FROM entities WHERE id = ANY(%(ids)b::text[])"
+            " AND dataset_id = ANY(%(datasets)b::text[])",
+            {"ids": ids, "datasets": list(dataset_ids)}).all())
     found: dict[str, str] = {}
     for start in range(0, len(ids), _CHUNK):
         found.update(conn.execute(select(entities.c.id, entities.c.dataset_id).where(
@@ -87,63 +93,76 @@ def stored_readings(conn: Connection, keys: Sequence[ReadingKey]) -> list[Histor
     return found
 
 
-def recent_instances(conn: Connection, series: Sequence[tuple[str, str, str, datetime]],
-                     limit: int) -> dict[tuple[str, str, str], list[tuple[datetime, Any]]]:
-    """For each (entity, attribute, datasetId, until): the newest ``limit`` instances
-    observed at or before ``until``, oldest first, as (observedAt, parsed instance).
+def previous_values(conn: Connection, series: Sequence[tuple[str, str, str, datetime]],
+                    count: int) -> dict[tuple[str, str, str], list[tuple[float | None, Any]]]:
+    """For each (entity, attribute, datasetId, before): the ``count`` newest readings
+    observed before ``before``, oldest first, as (number, instance): the instance is parsed
+    only when the value is not a number.
 
-    One primary-key range scan per series, backwards from ``until``.
+    One primary-key range scan per series, backwards from ``before``. Driver-level SQL:
+    this runs on every ingest batch of a dataset with a maxRepeats rule.
     """
-    if not series:
-        return {}
+    rows: list[Any] = []
     if conn.dialect.name == "postgresql":
-        rows = conn.execute(text(
-            "SELECT k.entity_id, k.name, k.dataset_id, h.observed_at, h.instance"
-            " FROM unnest(CAST(:entity_ids AS text[]), CAST(:names AS text[]),"
-            " CAST(:dataset_ids AS text[]), CAST(:untils AS timestamptz[]))"
-            " AS k(entity_id, name, dataset_id, until)"
-            " CROSS JOIN LATERAL (SELECT observed_at, instance FROM history h"
+        rows.extend(conn.exec_driver_sql(
+            "SELECT k.entity_id, k.name, k.dataset_id, h.observed_at, h.value_num,"
+            " CASE WHEN h.value_num IS NULL THEN h.instance END"
+            " FROM unnest(%(entity_ids)b::text[], %(names)b::text[], %(dataset_ids)b::text[],"
+            " %(befores)b::timestamptz[]) AS k(entity_id, name, dataset_id, before)"
+            " CROSS JOIN LATERAL (SELECT observed_at, value_num, instance FROM history h"
             " WHERE h.entity_id = k.entity_id AND h.name = k.name"
-            " AND h.dataset_id = k.dataset_id AND h.observed_at <= k.until"
-            " ORDER BY h.observed_at DESC LIMIT :limit) h"),
+            " AND h.dataset_id = k.dataset_id AND h.observed_at < k.before"
+            " ORDER BY h.observed_at DESC LIMIT %(count)s) h"
+            " ORDER BY k.entity_id, k.name, k.dataset_id, h.observed_at",
             {"entity_ids": [s[0] for s in series], "names": [s[1] for s in series],
-             "dataset_ids": [s[2] for s in series], "untils": [s[3] for s in series],
-             "limit": limit}).all()
+             "dataset_ids": [s[2] for s in series], "befores": [s[3] for s in series],
+             "count": count}).all())
     else:
-        rows = []
         for start in range(0, len(series), _CHUNK // 4):
             chunk = series[start:start + _CHUNK // 4]
-            values = ", ".join(f"(:e{i}, :n{i}, :d{i}, :u{i})" for i in range(len(chunk)))
-            params: dict[str, Any] = {"limit": limit}
-            binds = []
-            for i, (entity_id, name, dataset_id, until) in enumerate(chunk):
-                params.update({f"e{i}": entity_id, f"n{i}": name, f"d{i}": dataset_id,
-                               f"u{i}": until})
-                binds.append(bindparam(f"u{i}", type_=UTCDateTime))
-            # LIMIT cannot refer to the outer query in SQLite, hence one limit for all.
-            rows.extend(conn.execute(text(
-                f"WITH k(entity_id, name, dataset_id, until) AS (VALUES {values})"
-                " SELECT k.entity_id, k.name, k.dataset_id, h.observed_at, h.instance"
+            # LIMIT cannot refer to the outer query in SQLite, hence one count for all.
+            rows.extend(conn.exec_driver_sql(
+                "WITH k(entity_id, name, dataset_id, before) AS (VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(chunk)) + ")"
+                " SELECT k.entity_id, k.name, k.dataset_id, h.observed_at, h.value_num,"
+                " CASE WHEN h.value_num IS NULL THEN h.instance END"
                 " FROM k JOIN history h ON h.rowid IN (SELECT rowid FROM history x"
                 " WHERE x.entity_id = k.entity_id AND x.name = k.name"
-                " AND x.dataset_id = k.dataset_id AND x.observed_at <= k.until"
-                " ORDER BY x.observed_at DESC LIMIT :limit)").bindparams(*binds)
-                .columns(observed_at=UTCDateTime), params).all())
-    ordered = sorted(rows, key=lambda r: (r[0], r[1], r[2], r[3]))
-    return {key: [(r[3], orjson.loads(r[4])) for r in group]
-            for key, group in groupby(ordered, key=lambda r: (r[0], r[1], r[2]))}
+                " AND x.dataset_id = k.dataset_id AND x.observed_at < k.before"
+                " ORDER BY x.observed_at DESC LIMIT ?)"
+                " ORDER BY k.entity_id, k.name, k.dataset_id, h.observed_at",
+                (*(v for e, n, d, t in chunk for v in (e, n, d, _sqlite_time(t))), count)).all())
+    found: dict[tuple[str, str, str], list[tuple[float | None, Any]]] = {}
+    for row in rows:  # in series and time order (chunks hold whole series)
+        found.setdefault((row[0], row[1], row[2]), []).append(
+            (row[4], None if row[5] is None else orjson.loads(row[5])))
+    return found
 
 
 def put_flags(conn: Connection, flags: Mapping[ReadingKey, int]) -> None:
-    """Store the flags of failing readings (a replay judged again overwrites them)."""
+    """Store the flags of failing readings (a replay judged again overwrites them).
+
+    One statement of arrays on PostgreSQL, executemany on SQLite: a rule every reading
+    fails (a wrong unit) must not slow ingest down to a round trip per reading.
+    """
     if not flags:
         return
-    insert = _insert(conn)(quality_flags)
-    statement = insert.on_conflict_do_update(
-        index_elements=["entity_id", "name", "dataset_id", "observed_at"],
-        set_={"flags": insert.excluded.flags})
-    conn.execute(statement, [{"entity_id": e, "name": n, "dataset_id": d, "observed_at": t,
-                              "flags": int(mask)} for (e, n, d, t), mask in flags.items()])
+    upsert = (" ON CONFLICT (entity_id, name, dataset_id, observed_at)"
+              " DO UPDATE SET flags = excluded.flags")
+    if conn.dialect.name == "postgresql":
+        keys = list(flags)
+        conn.exec_driver_sql(
+            "INSERT INTO quality_flags (entity_id, name, dataset_id, observed_at, flags)"
+            " SELECT * FROM unnest(%(entity_ids)b::text[], %(names)b::text[],"
+            " %(dataset_ids)b::text[], %(times)b::timestamptz[], %(flags)b::int[])" + upsert,
+            {"entity_ids": [k[0] for k in keys], "names": [k[1] for k in keys],
+             "dataset_ids": [k[2] for k in keys], "times": [k[3] for k in keys],
+             "flags": [int(flags[k]) for k in keys]})
+    else:
+        conn.exec_driver_sql(
+            "INSERT INTO quality_flags (entity_id, name, dataset_id, observed_at, flags)"
+            " VALUES (?, ?, ?, ?, ?)" + upsert,
+            [(e, n, d, _sqlite_time(t), int(mask)) for (e, n, d, t), mask in flags.items()])
 
 
 # --- the report ---------------------------------------------------------------------------------
