@@ -12,8 +12,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 from starlette.concurrency import run_in_threadpool
 
-from urbanhub.api.catalog import _reader_terms, _request_body
-from urbanhub.api.jsonld import hub_of, read_body, terms_for
+from urbanhub.api.catalog import _request_body
+from urbanhub.api.jsonld import hub_of, link_context, read_body, terms_for
 from urbanhub.api.problems import problem_responses
 from urbanhub.api.security import CallerDep
 from urbanhub.governance.catalog_documents import validated
@@ -167,7 +167,8 @@ def report_view(report: QualityReport, terms: TermMap) -> QualityReportOut:
 @router.get("/{dataset_id}/rules")
 def get_rules(dataset_id: str, request: Request) -> dict[str, Any]:
     """The dataset's quality rules (readable by everyone, like the catalog)."""
-    return rules_document(hub_of(request).quality.rules(dataset_id), _reader_terms(request))
+    rules = hub_of(request).quality.rules(dataset_id)
+    return rules_document(rules, terms_for(request, link_context(request)))
 
 
 @router.put("/{dataset_id}/rules", openapi_extra=_request_body(QualityRulesDocument))
@@ -191,7 +192,7 @@ def quality_report(dataset_id: str, request: Request, caller: CallerDep,
     """Completeness, validity and timeliness of the dataset, with the rules that failed."""
     found = hub_of(request).quality.report(caller, dataset_id,
                                                 exact_duration(window, "window"))
-    return report_view(found, _reader_terms(request))
+    return report_view(found, terms_for(request, link_context(request)))
 
 
 @router.get("/{dataset_id}/silent", response_model=SilentEntitiesOut,
