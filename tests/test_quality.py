@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -44,6 +45,8 @@ from urbanhub.model.governance import (
     Dataset,
     LegalBasis,
     OrganisationKind,
+    Purpose,
+    PurposeKind,
 )
 from urbanhub.model.identity import Member, Organisation, Scope
 from urbanhub.ngsild.timeutil import utcnow
@@ -56,13 +59,18 @@ TEMPERATURE, HUMIDITY = EX + "temperature", EX + "humidity"
 AIR, PLAIN = "urn:urbanhub:dataset:air", "urn:urbanhub:dataset:plain"
 SYSTEM = Caller.system("test")
 GOVERN = frozenset({"read", "write", "govern"})
-CDO = Caller("carol", frozenset({"cdo"}), "cdo-office", organisation_kind=OrganisationKind
-             .DEPARTMENT, scopes=GOVERN)
-STEWARD = Caller("alice", frozenset({"steward"}), "environment", scopes=GOVERN)
-STEWARD_READ_ONLY = Caller("alice", frozenset({"steward"}), "environment")
-OTHER_STEWARD = Caller("bob", frozenset({"steward"}), "mobility", scopes=GOVERN)
-OPERATOR = Caller("otto", frozenset({"operator"}), "environment")
-ANALYST = Caller("ann", frozenset({"analyst"}), "uni")
+OPERATIONS, GOVERNANCE = "city-operations", "data-governance"
+DEPARTMENT = OrganisationKind.DEPARTMENT
+CDO = Caller("carol", frozenset({"cdo"}), "cdo-office", GOVERNANCE, DEPARTMENT, GOVERN)
+STEWARD = Caller("alice", frozenset({"steward"}), "environment", OPERATIONS, DEPARTMENT,
+                 GOVERN)
+STEWARD_READ_ONLY = Caller("alice", frozenset({"steward"}), "environment", OPERATIONS,
+                           DEPARTMENT)
+OTHER_STEWARD = Caller("bob", frozenset({"steward"}), "mobility", OPERATIONS, DEPARTMENT,
+                       GOVERN)
+OPERATOR = Caller("otto", frozenset({"operator"}), "environment", OPERATIONS, DEPARTMENT)
+ANALYST = Caller("ann", frozenset({"analyst"}), "uni", OPERATIONS, OrganisationKind.UNIVERSITY)
+BOARD = Caller("pat", frozenset({"privacy_board"}), "board", GOVERNANCE, DEPARTMENT)
 RULES = {"attributes": {
     TEMPERATURE: {"min": -30, "max": 50, "unitCode": "CEL", "required": True, "maxRepeats": 2},
     HUMIDITY: {"required": True}}, "maxStaleness": "PT2H"}
@@ -226,6 +234,10 @@ def rated(hub: Hub) -> Hub:
     aq-1 a device's entity (created 03-01): misses both, silent
     p1   dataset plain, no rules: its 999 is not flagged
     """
+    hub.catalog.create_purpose(SYSTEM, Purpose(OPERATIONS, "Running the city's services",
+                                               PurposeKind.OPERATIONS))
+    hub.catalog.create_purpose(SYSTEM, Purpose(GOVERNANCE, "Oversight of the city's data",
+                                               PurposeKind.GOVERNANCE))
     hub.catalog.create_dataset(SYSTEM, dataset(
         AIR, r"urn:ngsi-ld:(Sensor:air-.*|AirQualityObserved:.*)"))
     hub.catalog.create_dataset(SYSTEM, dataset(PLAIN, r"urn:ngsi-ld:Sensor:plain-.*"))
@@ -467,13 +479,18 @@ def test_report_and_silent_entities_over_http(api: TestClient) -> None:
 
 
 def test_who_sees_the_quality_of_a_dataset(api: TestClient, rated: Hub) -> None:
-    act_as(api, ANALYST)  # another organisation: not for an internal dataset
-    assert api.get(f"/governance/v1/quality/{AIR}").status_code == 403
-    assert api.get(f"/governance/v1/quality/{AIR}/silent").status_code == 403
-    act_as(api, Caller.public())
-    assert api.get(f"/governance/v1/quality/{AIR}").status_code == 401
-    act_as(api, Caller("pat", frozenset({"privacy_board"}), "board"))
-    assert api.get(f"/governance/v1/quality/{AIR}").status_code == 200
+    # the policy decides, as for reading the dataset: internal data is for city staff
+    for caller, status in ((ANALYST, 403), (BOARD, 403), (Caller.public(), 401),
+                           (replace(OPERATOR, purpose=None), 403), (CDO, 200),
+                           (replace(CDO, purpose=OPERATIONS), 200), (OPERATOR, 200)):
+        act_as(api, caller)
+        for path in (f"/governance/v1/quality/{AIR}", f"/governance/v1/quality/{AIR}/silent"):
+            response = api.get(path)
+            assert response.status_code == status, (caller, path, response.text)
+    with rated.engine.connect() as conn:  # the decisions are in the audit trail
+        rated.decisions.flush()
+        assert conn.scalar(text("SELECT count(*) FROM audit_log WHERE action = "
+                                "'access.read' AND actor = 'otto'")) >= 2
     rated.catalog.create_dataset(SYSTEM, dataset("urn:urbanhub:dataset:open",
                                                  r"urn:ngsi-ld:Open:.*", Classification.OPEN,
                                                  frequency=None))

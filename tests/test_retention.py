@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
+from tests.conftest import operator_headers
 from tests.test_devices import ENV_CONTEXT, SDM, device_body
 from urbanhub.api.app import create_app
 from urbanhub.api.security import caller_of
@@ -322,9 +323,9 @@ def test_disposal_removes_expired_data_and_keeps_the_rest(city: Hub) -> None:
 
 def test_the_temporal_api_shows_only_what_is_kept(city: Hub) -> None:
     city.disposal.dispose(SYSTEM)
-    app = create_app(city.settings, hub=city)
-    act_as(app, CDO)
-    with TestClient(app) as client:
+    # a city operator (real API key) stating a registered operations purpose
+    with TestClient(create_app(city.settings, hub=city),
+                    headers=operator_headers(city)) as client:
         found = client.get(f"/ngsi-ld/v1/temporal/entities/{sensor('short-live')}",
                            params={"attrs": TEMPERATURE, "timerel": "after",
                                    "timeAt": "2020-01-01T00:00:00Z"})

@@ -32,7 +32,6 @@ from datetime import datetime
 from sqlalchemy import Column, Connection
 from sqlalchemy.exc import OperationalError
 
-from urbanhub.governance.catalog import SYSTEM_ROLE
 from urbanhub.governance.retention import (
     RUN_ACTION,
     RUN_TARGET,
@@ -43,7 +42,7 @@ from urbanhub.governance.retention import (
     may_drop,
     partitions_to_inspect,
 )
-from urbanhub.model.caller import Caller
+from urbanhub.model.caller import SYSTEM_ROLE, Caller
 from urbanhub.model.errors import Conflict
 from urbanhub.model.governance import Role
 from urbanhub.model.identity import Scope, authorise

@@ -5,8 +5,10 @@ Who may:
 * everyone reads a dataset's rules (like the catalog, they say what the city promises);
 * the CDO, or a steward of the owning organisation, sets them, with a ``govern``
   credential; every change is in the audit trail;
-* the report and the silent entities are shown to the CDO, the privacy board and members
-  of the owning organisation, and to everyone for open datasets.
+* the report and the silent entities describe the dataset's entities (the silent list
+  names them), so they are shown to whoever the policy decision point lets read the
+  dataset for the stated purpose (the access guard, whose decision is audited): anyone
+  for open data, the CDO with a governance purpose, the owner's staff for operations.
 
 Ingest calls ``flag_readings`` inside its write transaction, after storing the readings.
 It must cost nothing when no dataset has rules and little when some have: the rules are
@@ -26,7 +28,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from urbanhub.governance.audit import AuditEvent
-from urbanhub.governance.catalog import SYSTEM_ROLE, CatalogService
+from urbanhub.governance.catalog import CatalogService
+from urbanhub.governance.enforcement import AccessGuard
 from urbanhub.governance.quality import (
     Observation,
     QualityFlag,
@@ -44,9 +47,9 @@ from urbanhub.governance.quality import (
     timeliness_measure,
     validity_measure,
 )
-from urbanhub.model.caller import Caller
-from urbanhub.model.errors import BadRequestData, Conflict, Forbidden
-from urbanhub.model.governance import Classification, Dataset, Role
+from urbanhub.model.caller import SYSTEM_ROLE, Caller
+from urbanhub.model.errors import BadRequestData, Conflict, Forbidden, Unauthenticated
+from urbanhub.model.governance import Dataset, Role
 from urbanhub.model.identity import Scope, authorise
 from urbanhub.ngsild.timeutil import utcnow
 from urbanhub.store import quality as store
@@ -57,7 +60,6 @@ from urbanhub.store.entities import EntityStore
 RULES_TTL_S = 5.0
 #: Longest window a report may cover: it counts every reading in it.
 MAX_WINDOW = timedelta(days=366)
-_OVERSEERS = frozenset({Role.CDO, Role.PRIVACY_BOARD})
 _REPEATED = int(QualityFlag.REPEATED)
 
 
@@ -89,22 +91,13 @@ def check_may_set_rules(caller: Caller, dataset: Dataset) -> None:
                         f"{caller.subject} is of {caller.organisation or 'no organisation'}.")
 
 
-def check_may_see_quality(caller: Caller, dataset: Dataset) -> None:
-    if dataset.classification is Classification.OPEN or SYSTEM_ROLE in caller.roles:
-        return
-    what = f"The quality of {dataset.id} ({dataset.classification.value})"
-    authorise(caller, what, None)
-    if not caller.roles & _OVERSEERS and caller.organisation != dataset.owner:
-        raise Forbidden(f"{what} is shown to the CDO, the privacy board and members of "
-                        f"{dataset.owner}.")
-
-
 class QualityService:
     def __init__(self, store: EntityStore, audit: AuditLog, catalog: CatalogService,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 guard: AccessGuard, clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.audit = audit
         self.catalog = catalog
+        self.guard = guard
         self.clock = clock
         self._cached: tuple[float, dict[str, QualityRules]] | None = None
 
@@ -198,6 +191,20 @@ class QualityService:
                              in repeated(before, list(series[key].items()), limit))
         return found
 
+    def _readable(self, caller: Caller, dataset_id: str) -> Dataset:
+        """The dataset, if the policy decision point lets the caller read it."""
+        dataset = self.catalog.dataset(dataset_id).dataset
+        scope = self.guard.scope(caller)
+        if scope.unrestricted or dataset_id in scope.views:
+            return dataset
+        what = f"The quality of {dataset_id} ({dataset.classification.value} data)"
+        if not caller.authenticated:
+            raise Unauthenticated(f"{what} is shown to those who may read the dataset: send "
+                                  "credentials and the purpose (Urbanhub-Purpose).")
+        raise Forbidden(f"{what} is shown to those who may read the dataset; the policy "
+                        f"does not let {caller.subject} read it for the purpose "
+                        f"{caller.purpose or '(none stated)'}.")
+
     # --- the report --------------------------------------------------------------------------
 
     def report(self, caller: Caller, dataset_id: str,
@@ -205,8 +212,7 @@ class QualityService:
         if not timedelta(0) < window <= MAX_WINDOW:
             raise BadRequestData(f"The report window must be positive and at most "
                                  f"{MAX_WINDOW.days} days.")
-        dataset = self.catalog.dataset(dataset_id).dataset
-        check_may_see_quality(caller, dataset)
+        dataset = self._readable(caller, dataset_id)
         rules = self.rules(dataset_id)
         now = self.clock()
         frequency = (frequency_length(dataset.update_frequency, now)
@@ -232,8 +238,7 @@ class QualityService:
                offset: int = 0) -> SilentEntities:
         """Entities of the dataset silent beyond their expected interval: the rules'
         maxStaleness, else the dataset's update frequency."""
-        dataset = self.catalog.dataset(dataset_id).dataset
-        check_may_see_quality(caller, dataset)
+        dataset = self._readable(caller, dataset_id)
         rules = self.rules(dataset_id)
         now = self.clock()
         if rules.max_staleness is not None:

@@ -49,7 +49,7 @@ class Hub:
         self.temporal = TemporalService(self.store, self.queries, validator=validate_entity)
         self.metrics = Metrics()
         self.devices = DeviceRegistry(self.store, self.entities, self.audit)
-        self.quality = QualityService(self.store, self.audit, self.catalog)
+        self.quality = QualityService(self.store, self.audit, self.catalog, self.guard)
         self.ingest = IngestPipeline(self.store, self.metrics, self.devices, self.audit,
                                      quality=self.quality)
         self.readings = ReadingMapper(self.devices, self.contexts)
