@@ -112,7 +112,7 @@ class QualityService:
 
     def set_rules(self, caller: Caller, dataset_id: str, rules: QualityRules) -> QualityRules:
         """Replace a dataset's rules (empty rules remove them), audited in the same
-        transaction; rules naming attributes no rule can judge are refused."""
+        transaction. Readings stored before keep the flags they got."""
         dataset = self.catalog.dataset(dataset_id).dataset
         check_may_set_rules(caller, dataset)
         with self.audit.transaction() as conn:
