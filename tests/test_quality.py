@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select, text
 from typer.testing import CliRunner
 
+from tests.stakeholders import ensure_organisation
 from tests.test_devices import ENV_CONTEXT, SDM, device_body
 from tests.test_identity import apikey, bootstrap
 from urbanhub.api.app import create_app
@@ -38,6 +39,7 @@ from urbanhub.governance.quality import (
 )
 from urbanhub.hub.runtime import Hub
 from urbanhub.model.caller import Caller
+from urbanhub.model.devices import Sender
 from urbanhub.model.errors import BadRequestData
 from urbanhub.model.governance import (
     AssignmentRule,
@@ -48,7 +50,7 @@ from urbanhub.model.governance import (
     Purpose,
     PurposeKind,
 )
-from urbanhub.model.identity import Member, Organisation, Scope
+from urbanhub.model.identity import Member, Scope
 from urbanhub.ngsild.timeutil import utcnow
 from urbanhub.store.entities import HistoryRow
 from urbanhub.store.tables import quality_flags
@@ -58,6 +60,8 @@ EX = "https://example.org/"
 TEMPERATURE, HUMIDITY = EX + "temperature", EX + "humidity"
 AIR, PLAIN = "urn:urbanhub:dataset:air", "urn:urbanhub:dataset:plain"
 SYSTEM = Caller.system("test")
+#: Readings come in as a file import does: from the hub itself, past the device gate.
+FEED = Sender.component("test-feed")
 GOVERN = frozenset({"read", "write", "govern"})
 OPERATIONS, GOVERNANCE = "city-operations", "data-governance"
 DEPARTMENT = OrganisationKind.DEPARTMENT
@@ -216,7 +220,7 @@ def create(hub: Hub, entity_id: str, created: str, **attrs: Any) -> None:
 
 def ingest(hub: Hub, rows: list[HistoryRow], written: str = "2026-03-15 12:00") -> int:
     hub.ingest.clock = lambda: at(written)
-    return hub.ingest.ingest(rows).stored
+    return hub.ingest.ingest(rows, sender=FEED).stored
 
 
 def hour(index: int, minute: int = 10) -> str:
@@ -244,7 +248,9 @@ def rated(hub: Hub) -> Hub:
     hub.quality.set_rules(STEWARD, AIR, QualityRules.from_json(RULES))
     hub.entities.clock = lambda: at("2026-03-01 00:00")
     hub.devices.clock = hub.entities.clock
-    hub.devices.provision(SYSTEM, device_body("aq-1"), hub.contexts.resolve(ENV_CONTEXT))
+    ensure_organisation(hub)  # the device's owner
+    hub.devices.provision(SYSTEM, device_body("aq-1", owner="environment"),
+                          hub.contexts.resolve(ENV_CONTEXT))
     humid = {"type": "Property", "value": 40}
     create(hub, sensor("air-s1"), "2026-03-01 00:00", humidity=humid)
     create(hub, sensor("air-s2"), "2026-03-01 00:00")
@@ -506,8 +512,6 @@ def test_a_steward_sets_rules_with_a_real_api_key(api: TestClient, rated: Hub) -
     cast(FastAPI, api.app).dependency_overrides.clear()
     cdo = Caller("carla", frozenset({"cdo"}), "city-data-office", scopes=GOVERN)
     bootstrap(rated)
-    rated.identities.create_organisation(cdo, Organisation(
-        "environment", "Environment", OrganisationKind.DEPARTMENT))
     rated.identities.add_member(cdo, Member("alice", "environment", frozenset({"steward"})))
     key = rated.identities.issue_api_key(cdo, "alice", frozenset(Scope), timedelta(days=1)).key
     read_only = rated.identities.issue_api_key(cdo, "alice", frozenset({Scope.READ}),
@@ -525,7 +529,7 @@ def test_quality_report_command(rated: Hub, monkeypatch: pytest.MonkeyPatch) -> 
     # the command reports up to the real time: one reading out of range an hour ago
     rated.ingest.clock = utcnow
     rated.ingest.ingest([reading(sensor("air-s1"), (utcnow() - timedelta(hours=1)).strftime(
-        "%Y-%m-%d %H:%M:%S.%f"), 99.0)])
+        "%Y-%m-%d %H:%M:%S.%f"), 99.0)], sender=FEED)
     try:
         result = runner.invoke(cli_app, ["quality", "report", AIR], env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from tests.conftest import operator_headers
+from tests.stakeholders import ensure_organisation
 from tests.test_devices import ENV_CONTEXT, SDM, device_body
 from urbanhub.api.app import create_app
 from urbanhub.api.security import caller_of
@@ -37,6 +38,7 @@ from urbanhub.governance.retention import (
 from urbanhub.hub.runtime import Hub
 from urbanhub.model.caller import Caller
 from urbanhub.model.catalog import UNCATALOGUED_ID
+from urbanhub.model.devices import DeviceStatus, Sender
 from urbanhub.model.errors import Conflict, Forbidden, Unauthenticated
 from urbanhub.model.governance import (
     AssignmentRule,
@@ -54,6 +56,8 @@ TEMPERATURE = "https://example.org/temperature"
 NAME = "https://example.org/name"
 SHORT, LONG = "urn:urbanhub:dataset:short", "urn:urbanhub:dataset:long"
 SYSTEM = Caller.system("test")
+#: Readings come in as a file import does: from the hub itself, past the device gate.
+FEED = Sender.component("test-feed")
 CDO = Caller("carol", frozenset({"cdo"}), "cdo-office", organisation_kind=OrganisationKind
              .DEPARTMENT, scopes=frozenset({"read", "write", "govern"}))
 CDO_READ_ONLY = Caller("carol", frozenset({"cdo"}), "cdo-office",
@@ -169,7 +173,7 @@ def reading(entity_id: str, moment: str, value: float, name: str = TEMPERATURE) 
 def write(hub: Hub, written: str, rows: list[HistoryRow]) -> None:
     """Ingest readings as if at ``written`` (the entities' modification time)."""
     hub.ingest.clock = lambda: at(written)
-    report = hub.ingest.ingest(rows)
+    report = hub.ingest.ingest(rows, sender=FEED)
     assert report.stored == len(rows), report
 
 
@@ -201,7 +205,9 @@ def city(hub: Hub) -> Hub:
     for name in ("short-live", "short-dead", "long-a", "other", "gone"):
         create(hub, sensor(name), "2024-05-01 00:00")
     hub.devices.clock = hub.entities.clock
-    hub.devices.provision(SYSTEM, device_body("aq-1"), hub.contexts.resolve(ENV_CONTEXT))
+    ensure_organisation(hub)  # the device's owner
+    hub.devices.provision(SYSTEM, device_body("aq-1", owner="environment"),
+                          hub.contexts.resolve(ENV_CONTEXT))
     device_entity = "urn:ngsi-ld:AirQualityObserved:aq-1"
     write(hub, "2024-05-03 00:00", [reading(sensor("other"), "2024-05-02 08:00", 1.0),
                                     reading(sensor("gone"), "2024-05-02 09:00", 2.0)])
@@ -321,6 +327,14 @@ def test_disposal_removes_expired_data_and_keeps_the_rest(city: Hub) -> None:
     assert not any(d.removed_anything for d in again.datasets)
 
 
+def test_a_retired_device_no_longer_keeps_its_entity(city: Hub) -> None:
+    city.devices.set_status(SYSTEM, "aq-1", DeviceStatus.RETIRED, "replaced")
+    run = city.disposal.dispose(SYSTEM)
+    assert by_dataset(run)[SHORT].entities == 2  # short-dead and the device's entity
+    with city.store.read() as conn:
+        assert not city.store.exists(conn, "urn:ngsi-ld:AirQualityObserved:aq-1")
+
+
 def test_the_temporal_api_shows_only_what_is_kept(city: Hub) -> None:
     city.disposal.dispose(SYSTEM)
     # a city operator (real API key) stating a registered operations purpose
@@ -380,7 +394,7 @@ def test_postgres_drops_wholly_expired_partitions_and_prunes_the_rest(city: Hub)
         other_process.ingest.clock = lambda: at("2026-03-15 12:00")
         other_process.store._partitions.add((2024, 5))  # it wrote May 2024 before the drop
         stored = other_process.ingest.ingest([reading(sensor("long-a"), "2024-05-20 00:00",
-                                                      33.0)])
+                                                      33.0)], sender=FEED)
         assert stored.stored == 1
     finally:
         other_process.close()

@@ -19,7 +19,8 @@ runs it and records it in the audit trail.
 * **Entities** of a dataset are deleted whole when nothing about them is current within the
   retention period: no attribute observed at or after the cut-off and no write since.
   Entities a registered device writes are kept (the registry is configuration, and a
-  device back from a long outage must find its entity); their expired values still go.
+  device back from a long outage must find its entity), unless the device is retired;
+  their expired values still go.
 """
 
 from __future__ import annotations

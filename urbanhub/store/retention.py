@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from urbanhub.governance.retention import Cutoffs, Partition, RowSpan
 from urbanhub.model.catalog import UNCATALOGUED_ID
+from urbanhub.model.devices import DeviceStatus
 from urbanhub.store.tables import (
     attributes,
     devices,
@@ -90,11 +91,12 @@ def _entity_of(owner: str, cutoffs: Cutoffs) -> ColumnElement[bool]:
 
 def _entity_expired(cut: datetime) -> ColumnElement[bool]:
     """Nothing about the entity is current at ``cut``: no write since, no attribute observed
-    since, and no registered device writes it."""
+    since, and no registered device that may write again (any but a retired one) writes it."""
     return and_(entities.c.modified_at < cut,
                 not_(exists().where(attributes.c.entity_id == entities.c.id,
                                     attributes.c.observed_at >= cut)),
-                not_(exists().where(devices.c.entity_id == entities.c.id)))
+                not_(exists().where(devices.c.entity_id == entities.c.id,
+                                    devices.c.status != DeviceStatus.RETIRED.value)))
 
 
 # --- rows ---------------------------------------------------------------------------------

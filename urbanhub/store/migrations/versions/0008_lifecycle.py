@@ -6,7 +6,7 @@ drops or prunes ``history`` partitions and records its runs in the audit trail.
 ``history``, so disposal prunes both with the same cut-offs.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-11-28
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from urbanhub.store.tables import UTCDateTime
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
