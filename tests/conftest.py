@@ -33,7 +33,8 @@ PG_ADMIN = os.environ.get("URBANHUB_TEST_PG_ADMIN", "postgresql://postgres@127.0
 TABLES = ("api_keys", "member_roles", "members", "organisations", "audit_log", "dead_letters",
           "devices", "rollup_hourly", "history", "attributes", "entity_types", "entities",
           "datasets", "purposes", "catalog_revision", "device_revision", "quality_rules",
-          "quality_flags")
+          "quality_flags", "grants", "data_use_decisions", "data_use_requests",
+          "grant_revision", "consents")
 
 
 def _ensure_services() -> None:

@@ -371,7 +371,8 @@ def test_least_restrictive_grant_is_used(pdp: PolicyDecisionPoint) -> None:
 
 def test_consent_based_dataset_excludes_subjects_without_consent(
         pdp: PolicyDecisionPoint) -> None:
-    ds = dataset(PERSONAL, legal_basis=LegalBasis.CONSENT)
+    ds = dataset(PERSONAL, legal_basis=LegalBasis.CONSENT,
+                 subject_attribute="https://example.org/holder")
     decision = pdp.decide(staff(Role.ANALYST, OWNER), Action.READ, ds, PLANNING, now=NOW)
     assert decision.obligations == (ExcludeWithoutConsent(PLANNING),)
 

@@ -11,10 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from urbanhub import __version__
 from urbanhub.api import (
     catalog,
+    consent,
     identity,
     ingest,
     ngsild,
     quality,
+    requests,
     retention,
     system,
     temporal,
@@ -68,4 +70,6 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(catalog.router)
     app.include_router(retention.router)
     app.include_router(quality.router)
+    app.include_router(requests.router)
+    app.include_router(consent.router)
     return app

@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 from starlette.responses import Response
 
 from urbanhub.api.jsonld import hub_of
+from urbanhub.api.models import Body as _Body
+from urbanhub.api.models import CamelModel as _Camel
 from urbanhub.api.problems import problem_responses
 from urbanhub.api.security import CallerDep
 from urbanhub.governance.identity import IdentityService
@@ -34,14 +35,6 @@ PREFIX = "/governance/v1"
 router = APIRouter(prefix=PREFIX, tags=["Identities"],
                    responses=problem_responses(400, 401, 403, 404, 409, 503))
 SHOWN_ONCE = "Store this key now: Urbanhub keeps only its hash and cannot show it again."
-
-
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class _Body(_Camel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class OrganisationIn(_Body):

@@ -88,6 +88,11 @@ class DatasetDocument(_Document):
         description="Attributes classified more strictly than the dataset.")
     identifiers: list[str] = Field(default_factory=list,
                                    description="Attributes that identify a data subject.")
+    subject_attribute: str | None = Field(
+        None, alias="subjectAttribute",
+        description="The attribute whose value (a Property's value, a Relationship's object) "
+                    "is the data subject's pseudonymous id; required when legalBasis is "
+                    "consent.")
     rules: list[RuleDocument] = Field(default_factory=list)
 
 
@@ -194,6 +199,8 @@ def to_dataset(document: DatasetDocument, terms: TermMap, where: str = "") -> Da
             attribute_classes={terms.expand(check_name(name)): cls for name, cls
                                in document.attribute_classifications.items()},
             identifiers=expand(document.identifiers, "attribute name"),
+            subject_attribute=None if document.subject_attribute is None else terms.expand(
+                check_name(document.subject_attribute, "subject attribute")),
             title=document.title, description=document.description, theme=document.theme,
             entity_types=expand(document.entity_types, "entity type"),
             update_frequency=document.update_frequency,
@@ -245,6 +252,8 @@ def dataset_fields(dataset: Dataset, terms: TermMap | None = None) -> dict[str, 
         "attributeClassifications": {name(a): c for a, c
                                      in sorted(dataset.attribute_classes.items())},
         "identifiers": sorted(name(i) for i in dataset.identifiers),
+        "subjectAttribute": (name(dataset.subject_attribute) if dataset.subject_attribute
+                             else None),
         "rules": [RuleDocument(entityType=name(r.entity_type) if r.entity_type else None,
                                idPattern=r.id_pattern, priority=r.priority)
                   for r in dataset.rules],

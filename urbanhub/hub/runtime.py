@@ -8,12 +8,15 @@ from sqlalchemy import Engine
 
 from urbanhub.config import Settings
 from urbanhub.governance.catalog import CatalogService, RuleCache
+from urbanhub.governance.consent import ConsentService
 from urbanhub.governance.disposal import DisposalSchedule, DisposalService
 from urbanhub.governance.enforcement import AccessGuard, DecisionRecorder
+from urbanhub.governance.erasure import ErasureService
 from urbanhub.governance.identity import IdentityService
 from urbanhub.governance.oidc import OidcVerifier
 from urbanhub.governance.pseudonymise import load_pseudonymiser
 from urbanhub.governance.quality_service import QualityService
+from urbanhub.governance.requests import DataUseRequests, GrantService
 from urbanhub.hub.entities import EntityService
 from urbanhub.hub.metrics import Metrics
 from urbanhub.hub.query import QueryService
@@ -56,6 +59,12 @@ class Hub:
         self.identities = IdentityService(self.engine, self.audit,
                                           OidcVerifier.from_settings(settings))
         self.disposal = DisposalService(self.store, self.audit)
+        self.requests = DataUseRequests(self.engine, self.audit)
+        # The enforcement point asks it for the caller's grants on every read.
+        self.grants = GrantService(self.engine, self.audit)
+        self.consents = ConsentService(self.engine, self.audit)
+        self.erasures = ErasureService(self.store, self.audit,
+                                       on_devices_removed=self.devices.reload)
 
     def mqtt_adapter(self) -> MqttAdapter | None:
         """The MQTT subscription the settings ask for; None when MQTT is disabled."""

@@ -289,6 +289,9 @@ class Dataset:
         default_factory=lambda: MappingProxyType({}), hash=False)
     # Attributes that identify a data subject: what pseudonymisation replaces.
     identifiers: frozenset[str] = frozenset()
+    # The attribute whose value (a Property's value, a Relationship's object) is the data
+    # subject's pseudonymous id: what consent filtering and erasure look records up by.
+    subject_attribute: str | None = None
     title: str = ""
     description: str = ""
     theme: DataTheme | None = None
@@ -311,6 +314,14 @@ class Dataset:
                 self.legal_basis is LegalBasis.CONSENT):
             raise BadRequestData(f"Dataset {self.id}: consent-based data cannot be open, "
                                  "because consent is given per purpose.")
+        if self.legal_basis is LegalBasis.CONSENT and self.subject_attribute is None:
+            raise BadRequestData(f"Dataset {self.id}: consent-based data needs a subject "
+                                 "attribute (the attribute holding each data subject's "
+                                 "pseudonymous id), or uses could not leave out the subjects "
+                                 "without consent.")
+        if self.subject_attribute is not None and not _is_iri(self.subject_attribute):
+            raise BadRequestData(f"Dataset {self.id}: subject attribute "
+                                 f"{self.subject_attribute!r} is not an expanded IRI.")
         if self.classification is Classification.OPEN and not self.licence.strip():
             raise BadRequestData(f"Dataset {self.id}: open data needs a licence.")
         if self.retention <= timedelta(0):

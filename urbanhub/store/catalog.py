@@ -125,6 +125,7 @@ def _columns(dataset: Dataset) -> dict[str, Any]:
         "attribute_classes": {name: cls.value for name, cls
                               in sorted(dataset.attribute_classes.items())},
         "identifiers": sorted(dataset.identifiers),
+        "subject_attribute": dataset.subject_attribute,
         "spatial_coverage": dict(dataset.spatial_coverage) if dataset.spatial_coverage else None,
         "rules": [{"entity_type": r.entity_type, "id_pattern": r.id_pattern,
                    "priority": r.priority} for r in dataset.rules],
@@ -138,7 +139,8 @@ def _record(row: Row[Any]) -> DatasetRecord:
         purposes=frozenset(row.purposes), legal_basis=LegalBasis(row.legal_basis),
         retention=parse_retention(row.retention),
         attribute_classes=row.attribute_classes,
-        identifiers=frozenset(row.identifiers), title=row.title,
+        identifiers=frozenset(row.identifiers), subject_attribute=row.subject_attribute,
+        title=row.title,
         description=row.description, theme=DataTheme(row.theme) if row.theme else None,
         entity_types=frozenset(row.entity_types),
         update_frequency=row.update_frequency,

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -264,6 +265,7 @@ datasets = Table(
     Column("entity_types", JSON, nullable=False),  # expanded type IRIs
     Column("attribute_classes", JSON, nullable=False),  # attribute IRI -> classification
     Column("identifiers", JSON, nullable=False),  # attribute IRIs
+    Column("subject_attribute", Text),  # attribute IRI holding the data subject's id
     Column("spatial_coverage", JSON),  # GeoJSON Polygon or MultiPolygon
     Column("rules", JSON, nullable=False),  # [{entity_type, id_pattern, priority}]
     Column("created_at", UTCDateTime, nullable=False),
@@ -299,3 +301,88 @@ quality_flags = Table(
     Column("flags", Integer, nullable=False),
     PrimaryKeyConstraint("entity_id", "name", "dataset_id", "observed_at"),
 )
+
+# Data-use requests (urbanhub.governance.requests): a request, the privacy board's decision
+# on it (at most one), and the grants an approval creates, one per dataset. Grants are
+# never deleted: a revocation is recorded on the row, so the register shows what was
+# allowed when.
+data_use_requests = Table(
+    "data_use_requests", metadata,
+    Column("id", Text, primary_key=True),
+    Column("requester", Text, nullable=False),  # member subject
+    Column("organisation", Text, nullable=False),  # the grantee organisation
+    Column("grantee_role", Text),  # the grant is further limited to this role
+    Column("datasets", JSON, nullable=False),  # dataset ids
+    Column("attributes", JSON, nullable=False),  # stricter attribute IRIs asked for
+    Column("action", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("justification", Text, nullable=False),
+    Column("duration", Text, nullable=False),  # ISO 8601 duration asked for
+    Column("status", Text, nullable=False),
+    Column("filed_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime),  # decided or withdrawn
+)
+Index("ix_data_use_requests_organisation", data_use_requests.c.organisation)
+Index("ix_data_use_requests_status", data_use_requests.c.status)
+
+data_use_decisions = Table(
+    "data_use_decisions", metadata,
+    Column("request_id", Text, ForeignKey("data_use_requests.id"), primary_key=True),
+    Column("outcome", Text, nullable=False),  # approved or rejected
+    Column("decided_by", Text, nullable=False),
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("reason", Text),  # required for a rejection, a note for an approval
+    Column("pseudonymised", Boolean),
+    Column("min_group_size", Integer),
+    Column("dp_epsilon", Float),
+    Column("duration", Text),  # ISO 8601 duration granted
+)
+
+grants = Table(
+    "grants", metadata,
+    Column("id", Text, primary_key=True),
+    Column("request_id", Text, ForeignKey("data_use_requests.id"), nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("grantee_organisation", Text),
+    Column("grantee_role", Text),
+    Column("attributes", JSON, nullable=False),  # stricter attribute IRIs covered
+    Column("pseudonymised", Boolean, nullable=False),
+    Column("min_group_size", Integer),
+    Column("dp_epsilon", Float),
+    Column("valid_from", UTCDateTime, nullable=False),
+    Column("valid_until", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Column("revoked_by", Text),
+    Column("revocation_reason", Text),
+)
+Index("ix_grants_request_id", grants.c.request_id)
+Index("ix_grants_grantee_organisation", grants.c.grantee_organisation)
+
+# One row, bumped with every grant change: each process's cache of grants is current
+# exactly when its revision equals this one (see urbanhub.governance.requests.GrantService).
+grant_revision = Table(
+    "grant_revision", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+)
+
+# Consent (urbanhub.governance.consent): one row per consent given by a data subject for a
+# purpose. A withdrawal sets withdrawn_at (and who recorded it, on what evidence) on the
+# rows it ends; nothing is deleted, so the history of a subject's consent stays readable.
+consents = Table(
+    "consents", metadata,
+    Column("id", Text, primary_key=True),
+    Column("subject", Text, nullable=False),  # the data subject's pseudonymous id
+    Column("purpose", Text, nullable=False),
+    Column("granted_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("source", Text, nullable=False),  # how the consent was given (evidence)
+    Column("recorded_by", Text, nullable=False),
+    Column("withdrawn_at", UTCDateTime),
+    Column("withdrawal_source", Text),
+    Column("withdrawn_by", Text),
+)
+Index("ix_consents_purpose_subject", consents.c.purpose, consents.c.subject)
+Index("ix_consents_subject", consents.c.subject)

@@ -1,0 +1,102 @@
+"""Repository side of erasure: finding a data subject's records and deleting them.
+
+Called inside one write transaction by the erasure service. Subjects are found through the
+attributes the catalog declares as subject attributes (``datasets.subject_attribute``),
+read with the same ``subject_value`` expression consent filtering uses.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, select, tuple_
+
+from urbanhub.store.consents import subject_value
+from urbanhub.store.tables import (
+    attributes,
+    datasets,
+    devices,
+    entities,
+    entity_types,
+    history,
+    rollup_hourly,
+)
+
+#: Ids per statement: under SQLite's limit of 999 bound parameters.
+_CHUNK = 500
+#: History keys per statement (four parameters each).
+_KEY_CHUNK = 200
+
+
+@dataclass(frozen=True)
+class ErasedEntities:
+    """What deleting some entities removed: their history rows, rollup hours, devices."""
+
+    entities: int
+    history_rows: int
+    rollup_hours: int
+    devices: tuple[str, ...]
+
+
+def subject_attributes(conn: Connection) -> list[str]:
+    """Every attribute the catalog declares as holding a data subject's id."""
+    return list(conn.scalars(select(datasets.c.subject_attribute).distinct()
+                             .where(datasets.c.subject_attribute.is_not(None))
+                             .order_by(datasets.c.subject_attribute)))
+
+
+def entities_naming(conn: Connection, names: Sequence[str], subject: str) -> dict[str, str]:
+    """Entities whose current value of one of ``names`` is ``subject``: id -> catalog
+    dataset id."""
+    naming = select(attributes.c.entity_id).where(
+        attributes.c.name.in_(list(names)), subject_value(attributes.c.instance) == subject)
+    query = select(entities.c.id, entities.c.dataset_id).where(entities.c.id.in_(naming))
+    return {row.id: row.dataset_id for row in conn.execute(query)}
+
+
+def delete_entities(conn: Connection, ids: Sequence[str]) -> ErasedEntities:
+    """Delete entities with everything kept about them: current state, types, history,
+    hourly rollups, and the devices that write them (a device row names its entity, so it
+    cannot outlive it)."""
+    counts: Counter[str] = Counter()
+    removed: list[str] = []
+    for start in range(0, len(ids), _CHUNK):
+        part = list(ids[start:start + _CHUNK])
+        counts["history"] += conn.execute(
+            delete(history).where(history.c.entity_id.in_(part))).rowcount
+        counts["rollups"] += conn.execute(
+            delete(rollup_hourly).where(rollup_hourly.c.entity_id.in_(part))).rowcount
+        removed += conn.scalars(select(devices.c.id).where(devices.c.entity_id.in_(part)))
+        conn.execute(delete(devices).where(devices.c.entity_id.in_(part)))
+        conn.execute(delete(attributes).where(attributes.c.entity_id.in_(part)))
+        conn.execute(delete(entity_types).where(entity_types.c.entity_id.in_(part)))
+        counts["entities"] += conn.execute(
+            delete(entities).where(entities.c.id.in_(part))).rowcount
+    return ErasedEntities(counts["entities"], counts["history"], counts["rollups"],
+                          tuple(sorted(removed)))
+
+
+def delete_former_values(conn: Connection, names: Sequence[str],
+                         subject: str) -> Counter[str | None]:
+    """Delete the history instances of ``names`` that name ``subject`` (entities whose value
+    changed since, or that no longer exist); how many per entity's catalog dataset (None
+    for entities that no longer exist).
+
+    Rollups need no change: they sum numbers, and an instance naming a subject holds a
+    string, so none of these rows was ever counted in one.
+    """
+    found = conn.execute(
+        select(history.c.entity_id, history.c.name, history.c.dataset_id,
+               history.c.observed_at, entities.c.dataset_id.label("catalog_dataset"))
+        .outerjoin(entities, entities.c.id == history.c.entity_id)
+        .where(history.c.name.in_(list(names)),
+               subject_value(history.c.instance) == subject)).all()
+    key = tuple_(history.c.entity_id, history.c.name, history.c.dataset_id,
+                 history.c.observed_at)
+    for start in range(0, len(found), _KEY_CHUNK):
+        conn.execute(delete(history).where(key.in_(
+            [(r.entity_id, r.name, r.dataset_id, r.observed_at)
+             for r in found[start:start + _KEY_CHUNK]])))
+    return Counter(row.catalog_dataset for row in found)
