@@ -439,3 +439,17 @@ def test_bad_erasure_requests_are_refused_and_erase_nothing(
     assert_problem(client.post(f"{GOV}/erasures", headers=city.headers("carla"), json=body),
                    400, fragment)
     assert count_rows(hub, [A])["entities"] == 1
+
+
+def test_nul_characters_and_odd_ids_are_refused_before_the_database(
+        client: TestClient, city: City, clock: Clock) -> None:
+    headers = city.headers("stella")
+    assert_problem(client.get(f"{GOV}/consents?subject=subj-a&purpose=a%00b", headers=headers),
+                   400, "purpose")
+    assert_problem(give(client, city, "subj-a", source="form\u0000"), 400,
+                   "must not contain NUL characters")
+    assert_problem(client.post(f"{GOV}/erasures", headers=headers,
+                               json={"subject": "subj-a", "reason": "x\u0000"}), 400,
+                   "must not contain NUL characters")
+    assert_problem(client.get(f"{GOV}/data-use-requests/req-%00", headers=headers), 404)
+    assert_problem(client.get(f"{GOV}/grants/grant-%00", headers=headers), 404)

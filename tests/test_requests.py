@@ -489,6 +489,8 @@ def test_reading_the_grants_costs_one_primary_key_lookup_once_cached(
     ({"action": "delete"}, "action"),
     ({"justification": "   "}, "The justification must not be empty"),
     ({"justification": "x" * 5001}, "justification"),
+    ({"purpose": "re\u0000search"}, "purpose"),
+    ({"datasets": ["noise complaints"]}, "datasets"),
     ({"granteeRole": "public"}, "cannot go to the public role"),
     ({"granteeRole": "mayor"}, "granteeRole"),
     ({"extra": 1}, "Extra inputs are not permitted"),
@@ -505,11 +507,14 @@ def test_bad_requests_are_refused_naming_the_problem(
 @pytest.mark.parametrize(("body", "fragment"), [
     ({"duration": "P91D"}, "cannot be longer than the access requested (P90D)"),
     ({"duration": "P1M"}, "uses years or months"),
-    ({"minGroupSize": 1}, "at least 2, not 1: a group of one is a person"),
+    ({"minGroupSize": 1}, "at least 2 (a group of one is a person) and at most 1,000,000, "
+                          "not 1"),
+    ({"minGroupSize": 10**12}, "at most 1,000,000"),
     ({"minGroupSize": "5"}, "minGroupSize"),
     ({"dpEpsilon": 0}, "above 0 and at most 10"),
     ({"dpEpsilon": 50.0}, "above 0 and at most 10"),
     ({"note": " "}, "The note must not be empty"),
+    ({"note": "ok\u0000"}, "The note must not contain NUL characters"),
     ({"conditions": {}}, "Extra inputs are not permitted"),
 ])
 def test_bad_approvals_are_refused_and_change_nothing(

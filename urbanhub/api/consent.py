@@ -17,6 +17,7 @@ from urbanhub.api.jsonld import hub_of
 from urbanhub.api.models import Body, CamelModel
 from urbanhub.api.problems import problem_responses
 from urbanhub.api.security import CallerDep
+from urbanhub.governance.catalog_documents import CatalogId
 from urbanhub.governance.erasure import DatasetErasure, ErasureReport
 from urbanhub.model.consent import MAX_EVIDENCE, Consent, ConsentStatus
 from urbanhub.model.requests import MAX_REASON
@@ -29,7 +30,7 @@ SUBJECT = "The data subject's pseudonymous id (3-128 letters, digits, . _ : ~ -)
 
 class ConsentIn(Body):
     subject: str = Field(max_length=128, description=SUBJECT)
-    purpose: str = Field(max_length=200, description="A registered purpose.")
+    purpose: CatalogId = Field(description="A registered purpose.")
     source: str = Field(max_length=MAX_EVIDENCE, description=(
         "How the consent was given: form, channel, reference (the evidence)."))
     expires_at: datetime | None = Field(None, description="When it lapses (with offset).")
@@ -37,7 +38,7 @@ class ConsentIn(Body):
 
 class WithdrawalIn(Body):
     subject: str = Field(max_length=128, description=SUBJECT)
-    purpose: str = Field(max_length=200)
+    purpose: CatalogId
     source: str = Field(max_length=MAX_EVIDENCE, description="How it was withdrawn.")
 
 
@@ -123,7 +124,7 @@ def record_withdrawal(body: WithdrawalIn, request: Request,
 @router.get("/consents")
 def list_consents(request: Request, caller: CallerDep,
                   subject: Annotated[str, Query(max_length=128, description=SUBJECT)],
-                  purpose: Annotated[str | None, Query(max_length=200)] = None,
+                  purpose: Annotated[CatalogId | None, Query()] = None,
                   ) -> list[ConsentOut]:
     """A subject's consents, newest first, withdrawn and expired ones included."""
     consents = hub_of(request).consents

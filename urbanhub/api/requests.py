@@ -19,8 +19,9 @@ from urbanhub.api.jsonld import hub_of, link_context, terms_for
 from urbanhub.api.models import Body, CamelModel
 from urbanhub.api.problems import problem_responses
 from urbanhub.api.security import CallerDep
+from urbanhub.governance.catalog_documents import CatalogId
 from urbanhub.governance.requests import RequestView
-from urbanhub.model.governance import Action, Role
+from urbanhub.model.governance import Action, Role, format_duration
 from urbanhub.model.requests import (
     MAX_DATASETS,
     MAX_JUSTIFICATION,
@@ -30,7 +31,6 @@ from urbanhub.model.requests import (
     GrantStatus,
     RequestDecision,
     RequestStatus,
-    format_access_duration,
     parse_access_duration,
 )
 from urbanhub.ngsild.context import TermMap
@@ -40,19 +40,19 @@ PREFIX = "/governance/v1"
 router = APIRouter(prefix=PREFIX, tags=["Data-use requests"],
                    responses=problem_responses(400, 401, 403, 404, 409, 503))
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip.")]
 DURATION = ("ISO 8601 duration of exact length (weeks, days, hours), at most P730D, "
             "e.g. P90D.")
 
 
 class RequestIn(Body):
-    datasets: list[str] = Field(min_length=1, max_length=MAX_DATASETS,
-                                description="Ids of catalog datasets.")
+    datasets: list[CatalogId] = Field(min_length=1, max_length=MAX_DATASETS,
+                                      description="Ids of catalog datasets.")
     attributes: list[str] = Field(default_factory=list, max_length=200, description=(
         "Attributes classified more strictly than their dataset that you also need "
         "(terms of the Link header's @context, or IRIs)."))
     action: Action
-    purpose: str = Field(max_length=200, description="A registered purpose.")
+    purpose: CatalogId = Field(description="A registered purpose.")
     justification: str = Field(max_length=MAX_JUSTIFICATION,
                                description="Why you need this data, for the privacy board.")
     duration: str = Field(max_length=40, description=DURATION)
@@ -142,7 +142,7 @@ def _decision_out(decision: RequestDecision) -> DecisionOut:
         conditions=None if conditions is None else ConditionsOut(
             pseudonymised=conditions.pseudonymised, min_group_size=conditions.min_group_size,
             dp_epsilon=conditions.dp_epsilon),
-        duration=format_access_duration(decision.duration) if decision.duration else None,
+        duration=format_duration(decision.duration) if decision.duration else None,
         grants=list(decision.grant_ids))
 
 
@@ -153,7 +153,7 @@ def _request_out(view: RequestView, terms: TermMap) -> RequestOut:
         grantee_role=r.grantee_role, datasets=list(r.datasets),
         attributes=sorted(terms.compact(a) for a in r.attributes), action=r.action,
         purpose=r.purpose, justification=r.justification,
-        duration=format_access_duration(r.duration), status=r.status, filed_at=r.filed_at,
+        duration=format_duration(r.duration), status=r.status, filed_at=r.filed_at,
         closed_at=r.closed_at,
         decision=_decision_out(view.decision) if view.decision is not None else None)
 

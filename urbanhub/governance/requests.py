@@ -19,7 +19,6 @@ in this process or any other.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -31,7 +30,7 @@ from sqlalchemy import Connection, Engine
 from urbanhub.governance.audit import AuditEvent
 from urbanhub.model.caller import Caller
 from urbanhub.model.errors import BadRequestData, Conflict, ResourceNotFound
-from urbanhub.model.governance import Action, Dataset, Grant, Role
+from urbanhub.model.governance import Action, Dataset, Grant, Role, format_duration
 from urbanhub.model.identity import Scope, authorise
 from urbanhub.model.requests import (
     MAX_REASON,
@@ -45,7 +44,10 @@ from urbanhub.model.requests import (
     check_may_decide,
     check_may_withdraw,
     check_requested_attributes,
-    format_access_duration,
+    is_grant_id,
+    is_request_id,
+    new_grant_id,
+    new_request_id,
     required_text,
     sees_everything,
 )
@@ -92,7 +94,7 @@ class DataUseRequests:
             raise BadRequestData(f"{caller.subject} belongs to no organisation, and grants go "
                                  "to organisations.")
         request = DataUseRequest(
-            id=f"req-{secrets.token_hex(8)}", requester=caller.subject,
+            id=new_request_id(), requester=caller.subject,
             organisation=caller.organisation, datasets=datasets, action=action,
             purpose=purpose, justification=justification, duration=duration,
             filed_at=self.clock(), attributes=attributes, grantee_role=grantee_role)
@@ -108,7 +110,7 @@ class DataUseRequests:
                                          "granteeRole": grantee_role, "datasets": list(datasets),
                                          "attributes": sorted(attributes),
                                          "action": request.action.value, "purpose": purpose,
-                                         "duration": format_access_duration(duration),
+                                         "duration": format_duration(duration),
                                          "justification": request.justification}))
         return RequestView(request)
 
@@ -123,8 +125,7 @@ class DataUseRequests:
             now = self.clock()
             granted = duration if duration is not None else request.duration
             created = approval_grants(request, self._datasets(conn, request.datasets),
-                                      conditions, granted, now,
-                                      lambda: f"grant-{secrets.token_hex(8)}")
+                                      conditions, granted, now, new_grant_id)
             decision = RequestDecision(request.id, RequestStatus.APPROVED, caller.subject, now,
                                        note, conditions, granted,
                                        tuple(sorted(g.id for g in created)))
@@ -135,7 +136,7 @@ class DataUseRequests:
             events.append(AuditEvent(caller.subject, "governance.request.approve",
                                      f"request:{request.id}", {
                                          "conditions": _conditions_details(conditions),
-                                         "duration": format_access_duration(granted),
+                                         "duration": format_duration(granted),
                                          "validUntil": format_datetime(now + granted),
                                          "grants": {g.id: g.dataset for g in created},
                                          "note": decision.reason}))
@@ -222,14 +223,14 @@ class DataUseRequests:
 
     @staticmethod
     def _request(conn: Connection, request_id: str) -> DataUseRequest:
-        request = store.get_request(conn, request_id)
+        request = store.get_request(conn, request_id) if is_request_id(request_id) else None
         if request is None:
             raise ResourceNotFound(f"No data-use request {request_id}.")
         return request
 
     def _visible(self, conn: Connection, caller: Caller, request_id: str) -> DataUseRequest:
         """The request, if the caller may see it (one answer for hidden and missing)."""
-        request = store.get_request(conn, request_id)
+        request = store.get_request(conn, request_id) if is_request_id(request_id) else None
         if request is None or not (sees_everything(caller)
                                    or request.organisation == caller.organisation):
             raise ResourceNotFound(f"No data-use request {request_id} visible to you.")
@@ -323,7 +324,7 @@ class GrantService:
 
     @staticmethod
     def _visible(conn: Connection, caller: Caller, grant_id: str) -> GrantRecord:
-        record = store.get_grant(conn, grant_id)
+        record = store.get_grant(conn, grant_id) if is_grant_id(grant_id) else None
         if record is None or not (sees_everything(caller) or record.grant.grantee_organisation
                                   == caller.organisation):
             raise ResourceNotFound(f"No grant {grant_id} visible to you.")

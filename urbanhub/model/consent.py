@@ -52,6 +52,8 @@ def check_evidence(text: str, what: str) -> str:
                              "it is the evidence of the subject's will.")
     if len(text) > MAX_EVIDENCE:
         raise BadRequestData(f"{what} must be at most {MAX_EVIDENCE} characters.")
+    if "\x00" in text:
+        raise BadRequestData(f"{what} must not contain NUL characters.")
     return text.strip()
 
 

@@ -218,10 +218,16 @@ def parse_retention(text: str) -> timedelta:
     Years and months are refused because their length varies and disposal must know exactly
     which day data expires: write ``P1826D`` rather than ``P5Y``.
     """
-    duration = parse_duration(text, "Retention")
+    return parse_exact_duration(text, "Retention", "P1826D for five years")
+
+
+def parse_exact_duration(text: str, what: str, example: str) -> timedelta:
+    """A positive ISO 8601 duration without years or months, whose length varies; 400
+    naming ``what`` and suggesting ``example`` otherwise."""
+    duration = parse_duration(text, what)
     if isinstance(duration, isodate.Duration):
-        raise BadRequestData(f"Retention {text!r} uses years or months, whose length varies; "
-                             "give it in weeks, days or hours (e.g. P1826D for five years).")
+        raise BadRequestData(f"{what} {text!r} uses years or months, whose length varies; "
+                             f"give it in weeks, days or hours (e.g. {example}).")
     return duration
 
 

@@ -12,16 +12,23 @@ of each read.
 from __future__ import annotations
 
 import math
+import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-import isodate
-
 from urbanhub.model.caller import Caller
 from urbanhub.model.errors import BadRequestData, Conflict, Forbidden
-from urbanhub.model.governance import Action, Dataset, Grant, Role, parse_duration
+from urbanhub.model.governance import (
+    Action,
+    Dataset,
+    Grant,
+    Role,
+    format_duration,
+    parse_exact_duration,
+)
 
 #: Longest access a request may ask for: the board reviews every use at least this often.
 MAX_GRANT_DURATION = timedelta(days=730)
@@ -32,6 +39,10 @@ MAX_REASON = 2000
 #: Largest differential-privacy budget a grant may allow per query. Beyond it the noise
 #: protects next to nothing, so a larger value is far more likely a typing error.
 MAX_DP_EPSILON = 10.0
+#: Largest minimum group size: beyond any group a city's records could form.
+MAX_MIN_GROUP_SIZE = 1_000_000
+_REQUEST_ID = re.compile(r"req-[0-9a-f]{16}")
+_GRANT_ID = re.compile(r"grant-[0-9a-f]{16}")
 #: Roles that see every request, decision and grant: the board reviews, the CDO oversees.
 OVERSIGHT = frozenset({Role.PRIVACY_BOARD, Role.CDO})
 
@@ -55,28 +66,41 @@ def parse_access_duration(text: str, what: str = "Duration") -> timedelta:
     Years and months are refused because their length varies: a grant must say to the
     second when it ends.
     """
-    duration = parse_duration(text, what)
-    if isinstance(duration, isodate.Duration):
-        raise BadRequestData(f"{what} {text!r} uses years or months, whose length varies; "
-                             "give it in weeks, days or hours (e.g. P90D).")
+    duration = parse_exact_duration(text, what, "P90D")
     if duration > MAX_GRANT_DURATION:
         raise BadRequestData(f"{what} {text!r} is longer than the longest access a request "
-                             f"may ask for, {format_access_duration(MAX_GRANT_DURATION)}; "
+                             f"may ask for, {format_duration(MAX_GRANT_DURATION)}; "
                              "file a new request when it ends.")
     return duration
 
 
-def format_access_duration(duration: timedelta) -> str:
-    return str(isodate.duration_isoformat(duration))
-
-
 def required_text(value: str, what: str, limit: int) -> str:
-    """``value`` stripped; 400 naming ``what`` when it is blank or longer than ``limit``."""
+    """``value`` stripped; 400 naming ``what`` when it is blank, longer than ``limit`` or
+    holds a NUL character (which PostgreSQL cannot store in text)."""
     if not isinstance(value, str) or not value.strip():
         raise BadRequestData(f"{what} must not be empty.")
     if len(value) > limit:
         raise BadRequestData(f"{what} must be at most {limit} characters.")
+    if "\x00" in value:
+        raise BadRequestData(f"{what} must not contain NUL characters.")
     return value.strip()
+
+
+def new_request_id() -> str:
+    return f"req-{secrets.token_hex(8)}"
+
+
+def new_grant_id() -> str:
+    return f"grant-{secrets.token_hex(8)}"
+
+
+def is_request_id(text: str) -> bool:
+    """Whether ``text`` could name a request; anything else is not looked up."""
+    return _REQUEST_ID.fullmatch(text) is not None
+
+
+def is_grant_id(text: str) -> bool:
+    return _GRANT_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -89,9 +113,11 @@ class Conditions:
 
     def __post_init__(self) -> None:
         k = self.min_group_size
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
-            raise BadRequestData(f"The minimum group size must be an integer of at least 2, "
-                                 f"not {k!r}: a group of one is a person.")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int)
+                              or not 2 <= k <= MAX_MIN_GROUP_SIZE):
+            raise BadRequestData(f"The minimum group size must be an integer of at least 2 "
+                                 f"(a group of one is a person) and at most "
+                                 f"{MAX_MIN_GROUP_SIZE:,}, not {k!r}.")
         eps = self.dp_epsilon
         if eps is not None and not (isinstance(eps, int | float) and not isinstance(eps, bool)
                                     and math.isfinite(eps) and 0 < eps <= MAX_DP_EPSILON):
@@ -130,7 +156,7 @@ class DataUseRequest:
             self.justification, "The justification", MAX_JUSTIFICATION))
         if not timedelta(0) < self.duration <= MAX_GRANT_DURATION:
             raise BadRequestData(f"The duration must be positive and at most "
-                                 f"{format_access_duration(MAX_GRANT_DURATION)}.")
+                                 f"{format_duration(MAX_GRANT_DURATION)}.")
         if self.grantee_role is not None:
             object.__setattr__(self, "grantee_role", Role(self.grantee_role))
             if self.grantee_role is Role.PUBLIC:
@@ -228,8 +254,8 @@ def approval_grants(request: DataUseRequest, datasets: Mapping[str, Dataset],
     """
     if duration > request.duration:
         raise BadRequestData(
-            f"The access granted ({format_access_duration(duration)}) cannot be longer than "
-            f"the access requested ({format_access_duration(request.duration)}).")
+            f"The access granted ({format_duration(duration)}) cannot be longer than "
+            f"the access requested ({format_duration(request.duration)}).")
     if request.action is Action.READ_AGGREGATE and conditions.min_group_size is None:
         raise BadRequestData(f"Request {request.id} asks for read_aggregate: the approval "
                              "must set minGroupSize, the smallest group an aggregate may "

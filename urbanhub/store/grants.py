@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, insert, select, update
 from sqlalchemy.engine import Row
 
-from urbanhub.model.governance import Action, Grant, Role
+from urbanhub.model.governance import Action, Grant, Role, format_duration
 from urbanhub.model.requests import (
     Conditions,
     DataUseRequest,
@@ -22,7 +22,6 @@ from urbanhub.model.requests import (
     GrantStatus,
     RequestDecision,
     RequestStatus,
-    format_access_duration,
     parse_access_duration,
 )
 from urbanhub.store.tables import data_use_decisions, data_use_requests, grant_revision, grants
@@ -66,7 +65,7 @@ def insert_request(conn: Connection, request: DataUseRequest) -> None:
         datasets=list(request.datasets), attributes=sorted(request.attributes),
         action=request.action.value, purpose=request.purpose,
         justification=request.justification,
-        duration=format_access_duration(request.duration), status=request.status.value,
+        duration=format_duration(request.duration), status=request.status.value,
         filed_at=request.filed_at, closed_at=request.closed_at))
 
 
@@ -104,7 +103,7 @@ def insert_decision(conn: Connection, decision: RequestDecision) -> None:
         pseudonymised=conditions.pseudonymised if conditions else None,
         min_group_size=conditions.min_group_size if conditions else None,
         dp_epsilon=conditions.dp_epsilon if conditions else None,
-        duration=format_access_duration(decision.duration) if decision.duration else None))
+        duration=format_duration(decision.duration) if decision.duration else None))
 
 
 def decisions(conn: Connection, request_ids: Sequence[str] | None = None, *,
