@@ -19,6 +19,8 @@ in this process or any other.
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -44,10 +46,6 @@ from urbanhub.model.requests import (
     check_may_decide,
     check_may_withdraw,
     check_requested_attributes,
-    is_grant_id,
-    is_request_id,
-    new_grant_id,
-    new_request_id,
     required_text,
     sees_everything,
 )
@@ -58,6 +56,25 @@ from urbanhub.store.catalog import get_dataset, get_purpose
 
 BOARD = frozenset({Role.PRIVACY_BOARD})
 CDO = frozenset({Role.CDO})
+_REQUEST_ID = re.compile(r"req-[0-9a-f]{16}")
+_GRANT_ID = re.compile(r"grant-[0-9a-f]{16}")
+
+
+def new_request_id() -> str:
+    return f"req-{secrets.token_hex(8)}"
+
+
+def new_grant_id() -> str:
+    return f"grant-{secrets.token_hex(8)}"
+
+
+def is_request_id(text: str) -> bool:
+    """Whether ``text`` could name a request: anything else is not even looked up."""
+    return _REQUEST_ID.fullmatch(text) is not None
+
+
+def is_grant_id(text: str) -> bool:
+    return _GRANT_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -228,7 +245,8 @@ class DataUseRequests:
             raise ResourceNotFound(f"No data-use request {request_id}.")
         return request
 
-    def _visible(self, conn: Connection, caller: Caller, request_id: str) -> DataUseRequest:
+    @staticmethod
+    def _visible(conn: Connection, caller: Caller, request_id: str) -> DataUseRequest:
         """The request, if the caller may see it (one answer for hidden and missing)."""
         request = store.get_request(conn, request_id) if is_request_id(request_id) else None
         if request is None or not (sees_everything(caller)

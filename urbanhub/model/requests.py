@@ -12,8 +12,6 @@ of each read.
 from __future__ import annotations
 
 import math
-import re
-import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,8 +39,6 @@ MAX_REASON = 2000
 MAX_DP_EPSILON = 10.0
 #: Largest minimum group size: beyond any group a city's records could form.
 MAX_MIN_GROUP_SIZE = 1_000_000
-_REQUEST_ID = re.compile(r"req-[0-9a-f]{16}")
-_GRANT_ID = re.compile(r"grant-[0-9a-f]{16}")
 #: Roles that see every request, decision and grant: the board reviews, the CDO oversees.
 OVERSIGHT = frozenset({Role.PRIVACY_BOARD, Role.CDO})
 
@@ -84,23 +80,6 @@ def required_text(value: str, what: str, limit: int) -> str:
     if "\x00" in value:
         raise BadRequestData(f"{what} must not contain NUL characters.")
     return value.strip()
-
-
-def new_request_id() -> str:
-    return f"req-{secrets.token_hex(8)}"
-
-
-def new_grant_id() -> str:
-    return f"grant-{secrets.token_hex(8)}"
-
-
-def is_request_id(text: str) -> bool:
-    """Whether ``text`` could name a request; anything else is not looked up."""
-    return _REQUEST_ID.fullmatch(text) is not None
-
-
-def is_grant_id(text: str) -> bool:
-    return _GRANT_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ def decisions(conn: Connection, request_ids: Sequence[str] | None = None, *,
         for request_id, grant_id in conn.execute(
                 select(grants.c.request_id, grants.c.id)
                 .where(grants.c.request_id.in_([row.request_id for row in rows]))
-                .order_by(grants.c.request_id, grants.c.dataset)):
+                .order_by(grants.c.request_id, grants.c.id)):
             grant_ids.setdefault(request_id, []).append(grant_id)
     return [_decision(row, tuple(grant_ids.get(row.request_id, ()))) for row in rows]
 
