@@ -86,7 +86,14 @@ def city(hub: Hub) -> City:
 def clock(hub: Hub) -> Clock:
     moving = Clock(NOW)
     hub.consents.clock = moving
+    hub.guard.clock = moving  # the enforcement point's "now" for reads over HTTP
     return moving
+
+
+@pytest.fixture
+def client(public_client: TestClient) -> TestClient:
+    """A client sending no credentials of its own: every call below states its caller."""
+    return public_client
 
 
 def consenting(hub: Hub, purpose: str, now: datetime) -> set[str]:
@@ -155,13 +162,35 @@ def test_consenting_entities_follow_consents_given_withdrawn_expired_and_given_a
     clock.now = NOW + timedelta(days=20)
     assert give(client, city, "subj-a").status_code == 201
     assert consenting(hub, "research", clock.now) == {A}
-    history_of_a = client.get(f"{GOV}/consents?subject=subj-a", headers=city.headers("carla"))
+    history_of_a = client.get(f"{GOV}/consents?subject=subj-a",
+                                     headers=city.headers("carla"))
     assert history_of_a.status_code == 200, history_of_a.text
     assert [c["status"] for c in history_of_a.json()] == ["active", "withdrawn"]
     of_b = client.get(f"{GOV}/consents?subject=subj-b&purpose=research",
                       headers=city.headers("stella")).json()
     assert [c["status"] for c in of_b] == ["expired"]
     assert hub.audit.verify().ok
+
+
+def test_reads_over_the_api_leave_out_subjects_without_consent_from_the_next_query_on(
+        hub: Hub, client: TestClient, city: City, clock: Clock) -> None:
+    create_permit(hub, "a", holder=holder("subj-a"))
+    create_permit(hub, "b", holder=holder("subj-b"))
+    stella = {**city.headers("stella"), "Urbanhub-Purpose": "research"}
+
+    def visible() -> set[str]:
+        response = client.get("/ngsi-ld/v1/entities?type=ParkingPermit", headers=stella)
+        assert response.status_code == 200, response.text
+        return {entity["id"] for entity in response.json()}
+
+    assert visible() == set()
+    give(client, city, "subj-a")
+    give(client, city, "subj-b")
+    assert visible() == {A, B}
+    clock.now = NOW + timedelta(hours=1)
+    withdraw(client, city, "subj-a")
+    assert visible() == {B}
+    assert_problem(client.get(f"/ngsi-ld/v1/entities/{A}", headers=stella), 404)
 
 
 def test_a_renewal_adds_to_a_consent_and_a_withdrawal_ends_both(
@@ -238,10 +267,12 @@ def test_a_hub_integration_records_consent_without_a_member(
     assert [c.id for c in hub.consents.consents(SYSTEM, "subj-a")] == [consent.id]
 
 
-def test_listing_consents_needs_a_well_formed_subject(client: TestClient, city: City) -> None:
+def test_listing_consents_needs_a_well_formed_subject(client: TestClient,
+                                                      city: City) -> None:
     assert_problem(client.get(f"{GOV}/consents", headers=city.headers("stella")), 400,
                    "subject")
-    assert_problem(client.get(f"{GOV}/consents?subject=a%20b", headers=city.headers("stella")),
+    assert_problem(client.get(f"{GOV}/consents?subject=a%20b",
+                                     headers=city.headers("stella")),
                    400, "is not a pseudonymous id")
     assert client.get(f"{GOV}/consents?subject=nobody-known",
                       headers=city.headers("stella")).json() == []
@@ -371,9 +402,11 @@ def test_erasure_deletes_every_record_of_the_subject_and_reports_counts(
     assert before == {"entities": 2, "attributes": 4, "entity_types": 2, "history": 7,
                       "rollup_hourly": 3, "devices": 1}
     give(client, city, "subj-a")
+    give(client, city, "subj-z")  # G's holder now: G stays visible to the reader
     reader = {**city.headers("stella"), "Urbanhub-Purpose": "research"}
     assert client.get(f"/ngsi-ld/v1/entities/{A}", headers=reader).status_code == 200
-    assert client.get(f"/ngsi-ld/v1/temporal/entities/{A}", headers=reader).status_code == 200
+    temporal = client.get(f"/ngsi-ld/v1/temporal/entities/{A}", headers=reader)
+    assert temporal.status_code == 200
 
     erased = client.post(f"{GOV}/erasures", headers=city.headers("carla"), json={
         "subject": "subj-a", "reason": "Erasure request 2026-041"})
@@ -434,7 +467,8 @@ def test_erasing_a_subject_without_records_reports_nothing_and_is_audited(
     ({"subject": "subj-a", "reason": "x", "cascade": True}, "Extra inputs are not permitted"),
 ])
 def test_bad_erasure_requests_are_refused_and_erase_nothing(
-        hub: Hub, client: TestClient, city: City, body: dict[str, Any], fragment: str) -> None:
+        hub: Hub, client: TestClient, city: City, body: dict[str, Any],
+        fragment: str) -> None:
     create_permit(hub, "a", holder=holder("subj-a"))
     assert_problem(client.post(f"{GOV}/erasures", headers=city.headers("carla"), json=body),
                    400, fragment)
@@ -444,7 +478,8 @@ def test_bad_erasure_requests_are_refused_and_erase_nothing(
 def test_nul_characters_and_odd_ids_are_refused_before_the_database(
         client: TestClient, city: City, clock: Clock) -> None:
     headers = city.headers("stella")
-    assert_problem(client.get(f"{GOV}/consents?subject=subj-a&purpose=a%00b", headers=headers),
+    assert_problem(client.get(f"{GOV}/consents?subject=subj-a&purpose=a%00b",
+                                     headers=headers),
                    400, "purpose")
     assert_problem(give(client, city, "subj-a", source="form\u0000"), 400,
                    "must not contain NUL characters")

@@ -26,6 +26,7 @@ from urbanhub.model.errors import Conflict
 from urbanhub.model.governance import (
     Action,
     Aggregate,
+    AssignmentRule,
     Classification,
     Dataset,
     DpNoise,
@@ -38,12 +39,15 @@ from urbanhub.model.governance import (
 )
 from urbanhub.model.identity import Member, Organisation, Scope
 from urbanhub.model.requests import Conditions
+from urbanhub.ngsild.context import TermMap
+from urbanhub.ngsild.entity import parse_entity
 from urbanhub.store.tables import metadata
 
 GOV = "/governance/v1"
 VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"
 NOISE = "noise-complaints"
 AIR = "air"
+COMPLAINT = VOCAB + "NoiseComplaint"
 REPORTER = VOCAB + "reporter"
 ADDRESS = VOCAB + "exactAddress"
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -115,7 +119,8 @@ def build_city(hub: Hub) -> City:
         id=NOISE, owner="environment", steward="stella", classification=Classification.PERSONAL,
         licence="", purposes=frozenset({"monitoring"}), legal_basis=LegalBasis.PUBLIC_TASK,
         retention=timedelta(days=365), attribute_classes={ADDRESS: Classification.SENSITIVE},
-        identifiers=frozenset({REPORTER}), title="Noise complaints"))
+        identifiers=frozenset({REPORTER}), entity_types=frozenset({COMPLAINT}),
+        rules=(AssignmentRule(COMPLAINT),), title="Noise complaints"))
     hub.catalog.create_dataset(SYSTEM, Dataset(
         id=AIR, owner="environment", steward="stella", classification=Classification.OPEN,
         licence="CC-BY-4.0", purposes=frozenset({"monitoring"}),
@@ -129,10 +134,17 @@ def city(hub: Hub) -> City:
 
 
 @pytest.fixture
+def client(public_client: TestClient) -> TestClient:
+    """A client sending no credentials of its own: every call below states its caller."""
+    return public_client
+
+
+@pytest.fixture
 def clock(hub: Hub) -> Clock:
     moving = Clock(NOW)
     hub.requests.clock = moving
     hub.grants.clock = moving
+    hub.guard.clock = moving  # the enforcement point's "now" for reads over HTTP
     return moving
 
 
@@ -259,7 +271,8 @@ def test_a_grant_stops_covering_when_it_expires_with_no_job(
                             grants=[grant]).permitted
     expired = client.get(f"{GOV}/grants?status=expired", headers=city.headers("ann")).json()
     assert [g["id"] for g in expired] == [grant.id] and expired[0]["status"] == "expired"
-    assert client.get(f"{GOV}/grants?status=active", headers=city.headers("ann")).json() == []
+    active = client.get(f"{GOV}/grants?status=active", headers=city.headers("ann"))
+    assert active.json() == []
 
 
 def test_a_revoked_grant_is_gone_at_once_in_every_process(
@@ -292,6 +305,37 @@ def test_a_revoked_grant_is_gone_at_once_in_every_process(
                                headers=city.headers("carla"), json={"reason": "x"}), 404)
     assert audit_actions(hub)[-1] == ("carla", "governance.grant.revoke")
     assert hub.audit.verify().ok
+
+
+def test_reads_over_the_api_follow_the_grant_from_approval_to_expiry_and_revocation(
+        hub: Hub, client: TestClient, city: City, clock: Clock) -> None:
+    hub.entities.create(SYSTEM, parse_entity({
+        "id": "urn:ngsi-ld:NoiseComplaint:1", "type": "NoiseComplaint",
+        "reporter": {"type": "Property", "value": "resident-17"},
+        "level": {"type": "Property", "value": 71}}, TermMap()))
+    ann = {**city.headers("ann"), "Urbanhub-Purpose": "research"}
+
+    def complaints() -> list[dict[str, Any]]:
+        response = client.get("/ngsi-ld/v1/entities?type=NoiseComplaint", headers=ann)
+        assert response.status_code == 200, response.text
+        found: list[dict[str, Any]] = response.json()
+        return found
+
+    assert complaints() == []
+    expiring = file(client, city, attributes=[], duration="P10D")
+    assert approve(client, city, expiring, pseudonymised=True).status_code == 200
+    (complaint,) = complaints()
+    assert complaint["level"]["value"] == 71
+    assert complaint["reporter"]["value"] not in ("resident-17", None)  # pseudonymised
+    clock.now = NOW + timedelta(days=10)
+    assert complaints() == []  # expired, with nothing run in between
+
+    revoked = file(client, city, attributes=[], duration="P10D")
+    (grant_id,) = approve(client, city, revoked).json()["decision"]["grants"]
+    assert complaints()[0]["reporter"]["value"] == "resident-17"  # no conditions this time
+    assert client.post(f"{GOV}/grants/{grant_id}/revocation", headers=city.headers("carla"),
+                       json={"reason": "Data leaked."}).status_code == 200
+    assert complaints() == []
 
 
 # --- decisions -----------------------------------------------------------------------------

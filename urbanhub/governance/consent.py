@@ -6,9 +6,10 @@ the hub's own components integrating a consent channel (``Caller.system``). A da
 subject portal, where people give and withdraw consent themselves, is not part of this
 service: it would authenticate the people and call it as such an integration.
 
-A consent counts from the moment it is recorded: ``urbanhub.store.consents
-.consenting_entities`` reads the consent table on every query of consent-based data, so
-a grant or withdrawal applies from the next query on, with nothing cached. The audit trail
+A consent counts from the moment it is recorded: ``ConsentService.consenting_entities``,
+which the enforcement point adds to every query of consent-based data, reads the consent
+table in that query, so a grant or withdrawal applies from the next query on, with nothing
+cached. The audit trail
 holds a digest of the subject id, never the id, and not the evidence text, which may
 name the person.
 """
@@ -20,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Select
 
 from urbanhub.governance.audit import AuditEvent
-from urbanhub.governance.catalog import SYSTEM_ROLE
-from urbanhub.model.caller import Caller
+from urbanhub.model.caller import SYSTEM_ROLE, Caller
 from urbanhub.model.consent import Consent, check_evidence, check_subject_id, subject_digest
 from urbanhub.model.errors import BadRequestData, Conflict, Forbidden
 from urbanhub.model.governance import OrganisationKind, Role
@@ -59,6 +59,12 @@ class ConsentService:
         self.engine = engine
         self.audit = audit
         self.clock = clock
+
+    def consenting_entities(self, purpose: str, subject_attribute: str,
+                            now: datetime) -> Select[tuple[str]]:
+        """SQL for the ids of entities whose subjects consent to ``purpose`` at ``now``
+        (``urbanhub.store.consents.consenting_entities``): the enforcement point's filter."""
+        return store.consenting_entities(purpose, subject_attribute, now)
 
     def grant(self, caller: Caller, subject: str, purpose: str, source: str,
               expires_at: datetime | None = None) -> Consent:

@@ -44,11 +44,16 @@ class Hub:
         self.audit = AuditLog(self.engine)
         self.catalog = CatalogService(self.store, self.audit)
         self.contexts = ContextResolver(loader or ContextLoader(settings.context_fetch_timeout_s))
+        self.requests = DataUseRequests(self.engine, self.audit)
+        self.grants = GrantService(self.engine, self.audit)
+        self.consents = ConsentService(self.engine, self.audit)
         self.decisions = DecisionRecorder(self.audit, settings.decision_audit_interval_s)
+        # Every read asks for the caller's grants; consent-based data is filtered by consent.
         self.guard = AccessGuard(self.catalog, self.decisions, load_pseudonymiser(
-            settings.pseudonym_keys, settings.pseudonym_key_id, settings.pseudonym_key_file))
+            settings.pseudonym_keys, settings.pseudonym_key_id, settings.pseudonym_key_file),
+            grants=self.grants)
         self.entities = EntityService(self.store, self.guard, validator=validate_entity)
-        self.queries = QueryService(self.store, self.guard)
+        self.queries = QueryService(self.store, self.guard, consents=self.consents)
         self.temporal = TemporalService(self.store, self.queries, validator=validate_entity)
         self.metrics = Metrics()
         self.devices = DeviceRegistry(self.store, self.entities, self.audit)
@@ -59,10 +64,6 @@ class Hub:
         self.identities = IdentityService(self.engine, self.audit,
                                           OidcVerifier.from_settings(settings))
         self.disposal = DisposalService(self.store, self.audit)
-        self.requests = DataUseRequests(self.engine, self.audit)
-        # The enforcement point asks it for the caller's grants on every read.
-        self.grants = GrantService(self.engine, self.audit)
-        self.consents = ConsentService(self.engine, self.audit)
         self.erasures = ErasureService(self.store, self.audit,
                                        on_devices_removed=self.devices.reload)
 
