@@ -488,3 +488,9 @@ def test_nul_characters_and_odd_ids_are_refused_before_the_database(
                    "must not contain NUL characters")
     assert_problem(client.get(f"{GOV}/data-use-requests/req-%00", headers=headers), 404)
     assert_problem(client.get(f"{GOV}/grants/grant-%00", headers=headers), 404)
+
+
+def test_erasure_with_no_subject_attribute_in_the_catalog_finds_nothing(hub: Hub) -> None:
+    build_city(hub)  # no dataset of it declares a subject attribute
+    report = hub.erasures.erase(SYSTEM, "subj-a", "Request 9")
+    assert report.datasets == () and report.devices_removed == ()

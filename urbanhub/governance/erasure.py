@@ -82,14 +82,13 @@ class ErasureService:
             if conn.dialect.name == "sqlite":
                 lock_sqlite_database(conn)  # what is found is what gets deleted
             names = store.subject_attributes(conn)
-            found = store.entities_naming(conn, names, subject) if names else {}
             by_dataset: dict[str, list[str]] = {}
-            for entity_id, dataset_id in sorted(found.items()):
+            for entity_id, dataset_id in sorted(
+                    store.entities_naming(conn, names, subject).items()):
                 by_dataset.setdefault(dataset_id, []).append(entity_id)
             erased = {dataset_id: store.delete_entities(conn, ids)
                       for dataset_id, ids in by_dataset.items()}
-            former: Counter[str | None] = (store.delete_former_values(conn, names, subject)
-                                           if names else Counter())
+            former = store.delete_former_values(conn, names, subject)
             report = ErasureReport(subject_digest(subject), self.clock(),
                                    _per_dataset(erased, former),
                                    tuple(sorted(d for e in erased.values() for d in e.devices)))
@@ -111,7 +110,9 @@ def _per_dataset(erased: dict[str, store.ErasedEntities],
     lines = []
     for dataset_id in sorted(erased.keys() | former.keys(), key=lambda d: (d is None, d or "")):
         gone = erased.get(dataset_id) if dataset_id is not None else None
-        lines.append(DatasetErasure(dataset_id, former_values=former.get(dataset_id, 0)) if gone
-                     is None else DatasetErasure(dataset_id, gone.entities, gone.history_rows,
-                                                 gone.rollup_hours, former.get(dataset_id, 0)))
+        if gone is None:
+            lines.append(DatasetErasure(dataset_id, former_values=former[dataset_id]))
+        else:
+            lines.append(DatasetErasure(dataset_id, gone.entities, gone.history_rows,
+                                        gone.rollup_hours, former[dataset_id]))
     return tuple(lines)
