@@ -31,10 +31,12 @@ from tests.test_requests import (
 )
 from urbanhub.governance.catalog_documents import parse_catalog
 from urbanhub.hub.runtime import Hub
-from urbanhub.model.errors import BadRequestData
+from urbanhub.model.devices import Sender
+from urbanhub.model.errors import BadRequestData, ResourceNotFound
 from urbanhub.model.governance import AssignmentRule, Classification, Dataset, LegalBasis
 from urbanhub.ngsild.context import TermMap
 from urbanhub.ngsild.entity import parse_entity
+from urbanhub.store.catalog import get_dataset
 from urbanhub.store.consents import consenting_entities
 from urbanhub.store.db import alembic_config, make_engine, upgrade
 from urbanhub.store.entities import HistoryRow
@@ -322,7 +324,8 @@ def test_catalog_files_declare_subject_attributes() -> None:
                       lambda context: TermMap())
 
 
-def test_consent_datasets_without_a_subject_attribute_stop_the_upgrade(tmp_path: Path) -> None:
+def test_consent_datasets_from_before_subject_attributes_are_used_for_nothing(
+        tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     try:
         upgrade(engine, "0005")
@@ -333,12 +336,16 @@ def test_consent_datasets_without_a_subject_attribute_stop_the_upgrade(tmp_path:
                 " identifiers, rules, created_at, modified_at) VALUES ('wifi', '', '', 'env',"
                 " 'stella', 'personal', '', 'consent', 'P30D', '[]', '[]', '{}', '[]', '[]',"
                 " '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"))
-        with pytest.raises(RuntimeError, match="need a subject attribute, which this revision "
-                                               "introduces: wifi"):
-            upgrade(engine)
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE datasets SET legal_basis = 'public_task'"))
         upgrade(engine)
+        with engine.connect() as conn:
+            record = get_dataset(conn, "wifi")
+            assert record is not None
+            attribute = record.dataset.subject_attribute
+            assert attribute == "urn:urbanhub:attribute:subject-attribute-undeclared"
+            conn.execute(text("INSERT INTO consents (id, subject, purpose, granted_at, source,"
+                              " recorded_by) VALUES ('c', 'subj-a', 'research',"
+                              " '2026-01-01 00:00:00.000000', 'form', 'stella')"))
+            assert list(conn.scalars(consenting_entities("research", attribute, NOW))) == []
         command.downgrade(alembic_config(engine), "0005")
         columns = {c["name"] for c in sa.inspect(engine).get_columns("datasets")}
         assert "subject_attribute" not in columns
@@ -380,12 +387,15 @@ def test_erasure_deletes_every_record_of_the_subject_and_reports_counts(
         hub: Hub, client: TestClient, city: City, clock: Clock) -> None:
     create_permit(hub, "a", holder=holder("subj-a"),
                   occupancy={"type": "Property", "value": 1, "observedAt": "2026-01-05T08:00:00Z"})
-    hub.ingest.ingest([reading(A, "2026-01-05T08:30:00Z", 0), reading(A, "2026-01-05T09:10:00Z", 1),
-                       reading(A, "2026-01-06T10:00:00Z", 1)])
-    hub.devices.provision(SYSTEM, {"deviceId": "meter-a", "entityId": A,
-                                   "entityType": "ParkingPermit",
+    hub.devices.provision(SYSTEM, {"deviceId": "meter-a", "entityId": A, "owner": "environment",
+                                   "entityType": "ParkingPermit", "transport": "HTTP",
                                    "attributes": [{"object_id": "occ", "name": "occupancy"}]},
                           TermMap())
+    stored = hub.ingest.ingest([reading(A, "2026-01-05T08:30:00Z", 0),
+                                reading(A, "2026-01-05T09:10:00Z", 1),
+                                reading(A, "2026-01-06T10:00:00Z", 1)],
+                               sender=Sender.of_device("meter-a"))
+    assert stored.stored == 3, stored.rejected
     create_permit(hub, "b", holder=holder("subj-b"),
                   occupancy={"type": "Property", "value": 1, "observedAt": "2026-01-05T08:00:00Z"})
     create_permit(hub, "f", holder=[holder("subj-b"),
@@ -429,7 +439,11 @@ def test_erasure_deletes_every_record_of_the_subject_and_reports_counts(
     assert holder_history(hub, G) == ["subj-z"]
     assert client.get(f"/ngsi-ld/v1/entities/{G}", headers=reader).status_code == 200
     assert holder_history(hub, H) == []
-    assert hub.devices.lookup("meter-a") is None
+    with pytest.raises(ResourceNotFound):
+        hub.devices.get("meter-a")
+    late = hub.ingest.ingest([reading(A, "2026-01-07T08:00:00Z", 1)],
+                             sender=Sender.of_device("meter-a"))
+    assert late.stored == 0 and len(late.rejected) == 1  # nothing of the subject comes back
     with hub.engine.connect() as conn:
         for table in (attributes, history):
             assert conn.scalar(select(sa.func.count()).select_from(table).where(
@@ -443,6 +457,8 @@ def test_erasure_deletes_every_record_of_the_subject_and_reports_counts(
     details = json.loads(entry["details"])
     assert details["subjectSha256"] == digest and details["datasets"] == report["datasets"]
     assert details["reason"] == "Erasure request 2026-041"
+    (device_entry,) = [r for r in audit_rows(hub) if r["action"] == "device.delete"]
+    assert device_entry["target"] == "device:meter-a" and device_entry["seq"] == entry["seq"] + 1
     assert not any("subj-a" in str(v) for r in audit_rows(hub) for v in r.values())
     assert hub.audit.verify().ok
 

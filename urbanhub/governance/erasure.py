@@ -7,8 +7,8 @@ whichever dataset it is in. In one transaction the erasure deletes:
 
 * every entity whose current value of a subject attribute is the subject, with its
   current state, types, whole history and hourly rollups, and the devices that write it
-  (a device names its entity; without it, its readings are refused as from an unknown
-  device);
+  (a device names its entity, so it cannot outlive it; the device revision is bumped, so
+  the ingest gate of every process refuses their readings from its next batch on);
 * the history instances of subject attributes naming the subject in other entities: those
   whose subject changed since (a permit passed on), or that were deleted earlier, whose
   history outlives them.
@@ -34,6 +34,7 @@ from urbanhub.ngsild.timeutil import utcnow
 from urbanhub.store import erasure as store
 from urbanhub.store.audit import AuditLog
 from urbanhub.store.db import lock_sqlite_database
+from urbanhub.store.devices import bump_revision as bump_device_revision
 from urbanhub.store.entities import EntityStore
 
 
@@ -62,15 +63,10 @@ class ErasureReport:
 
 
 class ErasureService:
-    """``on_devices_removed`` runs after an erasure that removed devices, so this process
-    stops mapping their messages at once (the hub passes the device registry's reload)."""
-
     def __init__(self, store: EntityStore, audit: AuditLog,
-                 on_devices_removed: Callable[[], None],
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.audit = audit
-        self.on_devices_removed = on_devices_removed
         self.clock = clock
 
     def erase(self, caller: Caller, subject: str, reason: str) -> ErasureReport:
@@ -92,15 +88,19 @@ class ErasureService:
             report = ErasureReport(subject_digest(subject), self.clock(),
                                    _per_dataset(erased, former),
                                    tuple(sorted(d for e in erased.values() for d in e.devices)))
-            self.audit.append([AuditEvent(caller.subject, "governance.erasure",
-                                          audit_target(subject), {
-                                              "subjectSha256": report.subject_digest,
-                                              "reason": reason,
-                                              "datasets": [d.to_json() for d in report.datasets],
-                                              "devicesRemoved": list(report.devices_removed)})],
-                              conn)
-        if report.devices_removed:
-            self.on_devices_removed()
+            events = [AuditEvent(caller.subject, "governance.erasure", audit_target(subject), {
+                "subjectSha256": report.subject_digest, "reason": reason,
+                "datasets": [d.to_json() for d in report.datasets],
+                "devicesRemoved": list(report.devices_removed)})]
+            if report.devices_removed:
+                # Every process's device index is stale now; the ingest gate re-reads it
+                # before its next batch, so the removed devices' readings are refused.
+                bump_device_revision(conn)
+                events += [AuditEvent(caller.subject, "device.delete", f"device:{device_id}",
+                                      {"cause": "governance.erasure",
+                                       "subjectSha256": report.subject_digest})
+                           for device_id in report.devices_removed]
+            self.audit.append(events, conn)
         return report
 
 

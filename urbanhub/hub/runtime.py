@@ -64,8 +64,7 @@ class Hub:
         self.identities = IdentityService(self.engine, self.audit,
                                           OidcVerifier.from_settings(settings))
         self.disposal = DisposalService(self.store, self.audit)
-        self.erasures = ErasureService(self.store, self.audit,
-                                       on_devices_removed=self.devices.reload)
+        self.erasures = ErasureService(self.store, self.audit)
 
     def mqtt_adapter(self) -> MqttAdapter | None:
         """The MQTT subscription the settings ask for; None when MQTT is disabled."""

@@ -2,10 +2,12 @@
 
 ``datasets.subject_attribute`` is added as a nullable column with a plain ``ALTER TABLE``
 on both backends (no table rebuild on SQLite). Existing datasets get none, which is valid
-unless their legal basis is consent: such a dataset can no longer be read, and nothing
-could say which of its attributes holds the data subject, so the upgrade stops and names
-it rather than guess (or serve the data without consent filtering). Give it another
-legal basis with the previous version, upgrade, then set its subject attribute.
+unless their legal basis is consent. Nothing can say which attribute of such a dataset
+holds the data subject, so it gets ``UNDECLARED``, an attribute no entity has: no entity
+names a subject who consented, so the data is used for nothing (failing closed, as the
+hub did before consent was recorded at all) until the CDO declares the real attribute.
+Refusing to upgrade instead would leave SQLite half-migrated when another branch's DDL
+ran first, as SQLite does not roll DDL back.
 
 Revision ID: 0006
 Revises: 0005
@@ -23,16 +25,15 @@ branch_labels = None
 depends_on = None
 
 
+#: The subject attribute given to consent-based datasets that existed before this revision.
+UNDECLARED = "urn:urbanhub:attribute:subject-attribute-undeclared"
+
+
 def upgrade() -> None:
-    unconvertible = sorted(op.get_bind().scalars(sa.text(
-        "SELECT id FROM datasets WHERE legal_basis = 'consent'")))
-    if unconvertible:
-        raise RuntimeError(
-            "Datasets resting on consent need a subject attribute, which this revision "
-            f"introduces: {', '.join(unconvertible)}. Give them another legal basis, upgrade, "
-            "then set their subjectAttribute and legal basis again.")
     with op.batch_alter_table("datasets") as batch:
         batch.add_column(sa.Column("subject_attribute", sa.Text))
+    op.execute(sa.text("UPDATE datasets SET subject_attribute = :undeclared "
+                       "WHERE legal_basis = 'consent'").bindparams(undeclared=UNDECLARED))
     op.create_table(
         "data_use_requests",
         sa.Column("id", sa.Text, primary_key=True),
