@@ -30,6 +30,7 @@ from tests.test_requests import (
     build_city,
 )
 from urbanhub.governance.catalog_documents import parse_catalog
+from urbanhub.governance.quality import AttributeRule, QualityRules
 from urbanhub.hub.runtime import Hub
 from urbanhub.model.devices import Sender
 from urbanhub.model.errors import BadRequestData, ResourceNotFound
@@ -40,7 +41,14 @@ from urbanhub.store.catalog import get_dataset
 from urbanhub.store.consents import consenting_entities
 from urbanhub.store.db import alembic_config, make_engine, upgrade
 from urbanhub.store.entities import HistoryRow
-from urbanhub.store.tables import attributes, devices, entities, entity_types, history
+from urbanhub.store.tables import (
+    attributes,
+    devices,
+    entities,
+    entity_types,
+    history,
+    quality_flags,
+)
 from urbanhub.store.tables import rollup_hourly as rollups
 
 GOV = "/governance/v1"
@@ -368,6 +376,7 @@ def count_rows(hub: Hub, ids: list[str]) -> dict[str, int]:
               attributes.c.entity_id), "entity_types": (entity_types, entity_types.c.entity_id),
               "history": (history, history.c.entity_id),
               "rollup_hourly": (rollups, rollups.c.entity_id),
+              "quality_flags": (quality_flags, quality_flags.c.entity_id),
               "devices": (devices, devices.c.entity_id)}
     with hub.engine.connect() as conn:
         return {name: int(conn.scalar(select(sa.func.count()).select_from(table)
@@ -391,6 +400,8 @@ def test_erasure_deletes_every_record_of_the_subject_and_reports_counts(
                                    "entityType": "ParkingPermit", "transport": "HTTP",
                                    "attributes": [{"object_id": "occ", "name": "occupancy"}]},
                           TermMap())
+    hub.quality.set_rules(SYSTEM, PERMITS, QualityRules({OCCUPANCY: AttributeRule(
+        OCCUPANCY, maximum=0.5)}))  # flags the two readings of 1
     stored = hub.ingest.ingest([reading(A, "2026-01-05T08:30:00Z", 0),
                                 reading(A, "2026-01-05T09:10:00Z", 1),
                                 reading(A, "2026-01-06T10:00:00Z", 1)],
@@ -410,7 +421,7 @@ def test_erasure_deletes_every_record_of_the_subject_and_reports_counts(
     assert holder_history(hub, H) == ["subj-a"]
     before = count_rows(hub, [A, F])
     assert before == {"entities": 2, "attributes": 4, "entity_types": 2, "history": 7,
-                      "rollup_hourly": 3, "devices": 1}
+                      "rollup_hourly": 3, "quality_flags": 2, "devices": 1}
     give(client, city, "subj-a")
     give(client, city, "subj-z")  # G's holder now: G stays visible to the reader
     reader = {**city.headers("stella"), "Urbanhub-Purpose": "research"}
@@ -426,9 +437,9 @@ def test_erasure_deletes_every_record_of_the_subject_and_reports_counts(
     assert report["subjectSha256"] == digest and report["devicesRemoved"] == ["meter-a"]
     assert report["datasets"] == [
         {"dataset": PERMITS, "entities": 2, "historyRows": 7, "rollupHours": 3,
-         "formerValues": 1},
+         "formerValues": 1, "qualityFlags": 2},
         {"dataset": None, "entities": 0, "historyRows": 0, "rollupHours": 0,
-         "formerValues": 1}]
+         "formerValues": 1, "qualityFlags": 0}]
 
     # Nothing of the subject is left.
     assert count_rows(hub, [A, F]) == dict.fromkeys(before, 0)
@@ -450,7 +461,8 @@ def test_erasure_deletes_every_record_of_the_subject_and_reports_counts(
                 table.c.instance.contains('"subj-a"'))) == 0
     # Everyone else's records are untouched.
     assert count_rows(hub, [B]) == {"entities": 1, "attributes": 2, "entity_types": 1,
-                                    "history": 2, "rollup_hourly": 1, "devices": 0}
+                                    "history": 2, "rollup_hourly": 1, "quality_flags": 0,
+                                    "devices": 0}
 
     (entry,) = [r for r in audit_rows(hub) if r["action"] == "governance.erasure"]
     assert entry["actor"] == "carla" and entry["target"] == f"subject-sha256:{digest}"

@@ -71,6 +71,7 @@ class DatasetErasureOut(CamelModel):
     former_values: int = Field(description=(
         "History instances naming the subject in entities that name someone else now, or "
         "no longer exist."))
+    quality_flags: int = Field(description="Quality flags of the history rows deleted.")
 
 
 class ErasureOut(CamelModel):
@@ -92,7 +93,8 @@ def _consent_out(consent: Consent, now: datetime) -> ConsentOut:
 def _dataset_out(line: DatasetErasure) -> DatasetErasureOut:
     return DatasetErasureOut(dataset=line.dataset, entities=line.entities,
                              history_rows=line.history_rows, rollup_hours=line.rollup_hours,
-                             former_values=line.former_values)
+                             former_values=line.former_values,
+                             quality_flags=line.quality_flags)
 
 
 def _erasure_out(report: ErasureReport) -> ErasureOut:

@@ -6,12 +6,13 @@ identifies a subject wherever it appears, so an entity naming the subject is era
 whichever dataset it is in. In one transaction the erasure deletes:
 
 * every entity whose current value of a subject attribute is the subject, with its
-  current state, types, whole history and hourly rollups, and the devices that write it
+  current state, types, whole history, hourly rollups and quality flags, and the devices
+  that write it
   (a device names its entity, so it cannot outlive it; the device revision is bumped, so
   the ingest gate of every process refuses their readings from its next batch on);
-* the history instances of subject attributes naming the subject in other entities: those
-  whose subject changed since (a permit passed on), or that were deleted earlier, whose
-  history outlives them.
+* the history instances of subject attributes naming the subject in other entities (and
+  their quality flags): those whose subject changed since (a permit passed on), or that
+  were deleted earlier, whose history outlives them.
 
 The audit entry records the counts and a digest of the subject id, never the id itself.
 Consent records stay: they are the city's proof that past uses were lawful.
@@ -19,7 +20,6 @@ Consent records stay: they are the city's proof that past uses were lawful.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,11 +47,12 @@ class DatasetErasure:
     history_rows: int = 0  # all history of the erased entities
     rollup_hours: int = 0  # hourly rollup rows of the erased entities, deleted
     former_values: int = 0  # subject attribute instances naming the subject, elsewhere
+    quality_flags: int = 0  # flags of the history rows deleted
 
     def to_json(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "entities": self.entities,
                 "historyRows": self.history_rows, "rollupHours": self.rollup_hours,
-                "formerValues": self.former_values}
+                "formerValues": self.former_values, "qualityFlags": self.quality_flags}
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,18 @@ class ErasureService:
 
 
 def _per_dataset(erased: dict[str, store.ErasedEntities],
-                 former: Counter[str | None]) -> tuple[DatasetErasure, ...]:
+                 former: store.FormerValues) -> tuple[DatasetErasure, ...]:
     """One line per dataset touched, by id; entities that no longer exist last."""
     lines = []
-    for dataset_id in sorted(erased.keys() | former.keys(), key=lambda d: (d is None, d or "")):
+    for dataset_id in sorted(erased.keys() | former.history_rows.keys(),
+                             key=lambda d: (d is None, d or "")):
         gone = erased.get(dataset_id) if dataset_id is not None else None
+        flags = former.quality_flags[dataset_id]
         if gone is None:
-            lines.append(DatasetErasure(dataset_id, former_values=former[dataset_id]))
+            lines.append(DatasetErasure(dataset_id, former_values=former.history_rows[dataset_id],
+                                        quality_flags=flags))
         else:
             lines.append(DatasetErasure(dataset_id, gone.entities, gone.history_rows,
-                                        gone.rollup_hours, former[dataset_id]))
+                                        gone.rollup_hours, former.history_rows[dataset_id],
+                                        gone.quality_flags + flags))
     return tuple(lines)

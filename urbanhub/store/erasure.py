@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, delete, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Table, delete, select, tuple_
 
 from urbanhub.store.consents import subject_value
 from urbanhub.store.tables import (
@@ -21,6 +22,7 @@ from urbanhub.store.tables import (
     entities,
     entity_types,
     history,
+    quality_flags,
     rollup_hourly,
 )
 
@@ -32,12 +34,22 @@ _KEY_CHUNK = 200
 
 @dataclass(frozen=True)
 class ErasedEntities:
-    """What deleting some entities removed: their history rows, rollup hours, devices."""
+    """What deleting some entities removed: history rows, rollup hours, quality flags,
+    devices."""
 
     entities: int
     history_rows: int
     rollup_hours: int
+    quality_flags: int
     devices: tuple[str, ...]
+
+
+@dataclass
+class FormerValues:
+    """History instances (and their quality flags) deleted, per entity's catalog dataset."""
+
+    history_rows: Counter[str | None] = field(default_factory=Counter)
+    quality_flags: Counter[str | None] = field(default_factory=Counter)
 
 
 def subject_attributes(conn: Connection) -> list[str]:
@@ -58,8 +70,8 @@ def entities_naming(conn: Connection, names: Sequence[str], subject: str) -> dic
 
 def delete_entities(conn: Connection, ids: Sequence[str]) -> ErasedEntities:
     """Delete entities with everything kept about them: current state, types, history,
-    hourly rollups, and the devices that write them (a device row names its entity, so it
-    cannot outlive it)."""
+    hourly rollups, quality flags, and the devices that write them (a device row names its
+    entity, so it cannot outlive it)."""
     counts: Counter[str] = Counter()
     removed: list[str] = []
     for start in range(0, len(ids), _CHUNK):
@@ -68,6 +80,8 @@ def delete_entities(conn: Connection, ids: Sequence[str]) -> ErasedEntities:
             delete(history).where(history.c.entity_id.in_(part))).rowcount
         counts["rollups"] += conn.execute(
             delete(rollup_hourly).where(rollup_hourly.c.entity_id.in_(part))).rowcount
+        counts["flags"] += conn.execute(
+            delete(quality_flags).where(quality_flags.c.entity_id.in_(part))).rowcount
         removed += conn.scalars(select(devices.c.id).where(devices.c.entity_id.in_(part)))
         conn.execute(delete(devices).where(devices.c.entity_id.in_(part)))
         conn.execute(delete(attributes).where(attributes.c.entity_id.in_(part)))
@@ -75,14 +89,13 @@ def delete_entities(conn: Connection, ids: Sequence[str]) -> ErasedEntities:
         counts["entities"] += conn.execute(
             delete(entities).where(entities.c.id.in_(part))).rowcount
     return ErasedEntities(counts["entities"], counts["history"], counts["rollups"],
-                          tuple(sorted(removed)))
+                          counts["flags"], tuple(sorted(removed)))
 
 
-def delete_former_values(conn: Connection, names: Sequence[str],
-                         subject: str) -> Counter[str | None]:
+def delete_former_values(conn: Connection, names: Sequence[str], subject: str) -> FormerValues:
     """Delete the history instances of ``names`` that name ``subject`` (entities whose value
-    changed since, or that no longer exist); how many per entity's catalog dataset (None
-    for entities that no longer exist).
+    changed since, or that no longer exist), with their quality flags; counted per entity's
+    catalog dataset (None for entities that no longer exist).
 
     Rollups need no change: they sum numbers, and an instance naming a subject holds a
     string, so none of these rows was ever counted in one.
@@ -93,10 +106,19 @@ def delete_former_values(conn: Connection, names: Sequence[str],
         .outerjoin(entities, entities.c.id == history.c.entity_id)
         .where(history.c.name.in_(list(names)),
                subject_value(history.c.instance) == subject)).all()
-    key = tuple_(history.c.entity_id, history.c.name, history.c.dataset_id,
-                 history.c.observed_at)
+    removed = FormerValues()
     for start in range(0, len(found), _KEY_CHUNK):
-        conn.execute(delete(history).where(key.in_(
-            [(r.entity_id, r.name, r.dataset_id, r.observed_at)
-             for r in found[start:start + _KEY_CHUNK]])))
-    return Counter(row.catalog_dataset for row in found)
+        rows = found[start:start + _KEY_CHUNK]
+        keys = [(r.entity_id, r.name, r.dataset_id, r.observed_at) for r in rows]
+        conn.execute(delete(history).where(_key(history).in_(keys)))
+        flagged = conn.execute(delete(quality_flags).where(_key(quality_flags).in_(keys))
+                               .returning(quality_flags.c.entity_id)).scalars().all()
+        catalog_dataset = {r.entity_id: r.catalog_dataset for r in rows}
+        removed.history_rows.update(r.catalog_dataset for r in rows)
+        removed.quality_flags.update(catalog_dataset[entity_id] for entity_id in flagged)
+    return removed
+
+
+def _key(table: Table) -> ColumnElement[Any]:
+    """The (entity, attribute, datasetId, observedAt) key history and quality flags share."""
+    return tuple_(table.c.entity_id, table.c.name, table.c.dataset_id, table.c.observed_at)
