@@ -9,6 +9,7 @@ the city decides what they may do.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -65,6 +66,13 @@ def _member_details(member: Member) -> dict[str, Any]:
             "oidc_issuer": member.oidc_issuer, "oidc_subject": member.oidc_subject}
 
 
+#: How long a checked API key is trusted without asking the database again, in seconds: a
+#: revocation or role change made through this process applies at once, one made by
+#: another process within this time.
+AUTH_CACHE_S = 2.0
+AUTH_CACHE_SIZE = 10_000
+
+
 class IdentityService:
     """Organisations, members and API keys of one hub, and authentication against them."""
 
@@ -74,6 +82,9 @@ class IdentityService:
         self.audit = audit
         self.oidc = oidc
         self.clock = clock
+        # hash of a presented key -> (checked until, key expiry, caller): API keys are sent
+        # with every request, and checking one costs four queries.
+        self._authenticated: dict[str, tuple[float, datetime, Caller]] = {}
 
     # --- authentication -------------------------------------------------------------------
 
@@ -84,6 +95,11 @@ class IdentityService:
         Unknown key ids answer faster than wrong secrets; that reveals nothing, as key ids
         are not secret (they are listed and audited).
         """
+        cache_key = hash_secret(presented)
+        cached = self._authenticated.get(cache_key)
+        now = self.clock()
+        if cached is not None and time.monotonic() < cached[0] and now < cached[1]:
+            return cached[2]
         key_id, secret = parse_api_key(presented)
         with self.engine.connect() as conn:
             found = store.api_key_with_hash(conn, key_id)
@@ -97,7 +113,12 @@ class IdentityService:
                 raise Unauthenticated(f"The API key {key_id} expired at "
                                       f"{format_datetime(key.expires_at)}.", scheme="ApiKey")
             member, organisation = self._member_of(conn, key.subject)
-        return member_caller(member, organisation, key.scopes)
+        caller = member_caller(member, organisation, key.scopes)
+        if len(self._authenticated) >= AUTH_CACHE_SIZE:
+            self._authenticated.clear()
+        self._authenticated[cache_key] = (time.monotonic() + AUTH_CACHE_S, key.expires_at,
+                                          caller)
+        return caller
 
     def authenticate_bearer(self, token: str) -> Caller:
         """The caller an OIDC token stands for: the member linked to the token's account,
@@ -264,11 +285,14 @@ class IdentityService:
     @contextmanager
     def _changing(self) -> Iterator[tuple[Connection, list[AuditEvent]]]:
         """A write transaction; the audit events collected in it are appended before it
-        commits, so a change and its audit entries are kept together or not at all."""
+        commits, so a change and its audit entries are kept together or not at all. Any
+        change (a revocation, a role taken away) ends this process's cached
+        authentications at once."""
         events: list[AuditEvent] = []
         with self.audit.transaction() as conn:
             yield conn, events
             self.audit.append(events, conn)
+        self._authenticated.clear()
 
     def _insert_organisation(self, conn: Connection, caller: Caller,
                              organisation: Organisation) -> AuditEvent:
