@@ -13,4 +13,4 @@ lint:
 	.venv/bin/ruff check urbanhub tests bench && .venv/bin/mypy urbanhub
 
 bench:
-	.venv/bin/python bench/ingest.py
+	.venv/bin/python bench/ingest.py && .venv/bin/python bench/governance.py
