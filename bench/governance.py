@@ -15,18 +15,16 @@ Usage: .venv/bin/python bench/governance.py [--backend sqlite|postgres|both] [--
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
+from ingest import postgres_database  # bench/ is the script's directory
 
 from urbanhub.config import Settings
 from urbanhub.governance.audit import AuditEvent
@@ -48,7 +46,6 @@ from urbanhub.model.governance import (
 from urbanhub.ngsild.context import TermMap
 from urbanhub.ngsild.q import parse_q
 
-PG_ADMIN = os.environ.get("URBANHUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"
 SYSTEM = Caller.system("bench")
 PLANNING = "urban-planning"
@@ -60,18 +57,12 @@ ANALYST = Caller("analyst", frozenset({"analyst"}), "planning", PLANNING,
 
 @contextmanager
 def database(backend: str) -> Iterator[str]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{Path(tmp) / 'hub.db'}"
+    if backend == "postgres":
+        with postgres_database() as url:
+            yield url
         return
-    name = f"urbanhub_gov_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with tempfile.TemporaryDirectory() as tmp:
+        yield f"sqlite:///{Path(tmp) / 'hub.db'}"
 
 
 def catalog(sensors: int) -> tuple[list[Dataset], list[dict[str, object]]]:

@@ -64,6 +64,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def fresh_database_url(database_url: str) -> Iterator[str]:
+    """A database no other test uses (a new SQLite file; a new PostgreSQL database), for
+    tests that migrate a schema step by step."""
+    if database_url.startswith("sqlite"):
+        yield database_url.replace("hub.db", "fresh.db")
+        return
+    name = f"urbanhub_fresh_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield database_url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def offline_loader() -> ContextLoader:
     """A context loader that fails at once for URLs not shipped or preloaded."""
 

@@ -4,14 +4,12 @@ and the demo city's catalog, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import psycopg
 import pytest
 import yaml
 from alembic import command
@@ -20,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, select, text
 from typer.testing import CliRunner
 
-from tests.conftest import OPERATIONS, PG_ADMIN
+from tests.conftest import OPERATIONS
 from tests.stakeholders import apikey, city_people, device_key
 from tests.test_devices import ENV_CONTEXT, ENV_LINK, SDM, device_body
 from urbanhub.api.security import caller_of
@@ -730,24 +728,11 @@ def test_cli_loads_a_yaml_catalog_idempotently_and_lists_it(cli_hub: Hub,
 
 # --- the migration ----------------------------------------------------------------------
 
-@pytest.fixture
-def empty_database_url(database_url: str) -> Iterator[str]:
-    """A database no other test uses (a new SQLite file; a new PostgreSQL database)."""
-    if database_url.startswith("sqlite"):
-        yield database_url.replace("hub.db", "migration.db")
-        return
-    name = f"urbanhub_migration_{os.getpid()}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield database_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_the_migration_puts_existing_entities_in_the_uncatalogued_dataset(
-        empty_database_url: str) -> None:
-    engine = make_engine(empty_database_url)
+        fresh_database_url: str) -> None:
+    engine = make_engine(fresh_database_url)
     try:
         upgrade(engine, "0003")
         with engine.begin() as conn:

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PG_ADMIN, operator_headers
+from tests.conftest import operator_headers
 from tests.stakeholders import People, apikey, device_key
 from urbanhub.config import Settings
 from urbanhub.hub.runtime import Hub
@@ -666,19 +663,6 @@ def test_status_transitions() -> None:
 
 # --- the migration ------------------------------------------------------------------------
 
-@pytest.fixture
-def fresh_database_url(database_url: str) -> Iterator[str]:
-    """A database no other test uses (a new SQLite file; a new PostgreSQL database)."""
-    if database_url.startswith("sqlite"):
-        yield database_url.replace("hub.db", "devices-migration.db")
-        return
-    name = f"urbanhub_devices_migration_{os.getpid()}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield database_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_the_migration_keeps_existing_devices_writing(fresh_database_url: str) -> None:
