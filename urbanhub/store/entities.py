@@ -42,6 +42,7 @@ from urbanhub.ngsild.entity import DEFAULT_DATASET, Entity, Instance
 from urbanhub.ngsild.geo import GeoPredicate
 from urbanhub.ngsild.q import AttrHint, HintGroup, QPredicate
 from urbanhub.ngsild.timeutil import format_datetime, parse_datetime
+from urbanhub.store.db import lock_sqlite_database
 from urbanhub.store.tables import attributes, entities, entity_types, history
 
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
@@ -140,9 +141,13 @@ class EntityStore:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction; on SQLite, writers queue in-process instead of busy-waiting."""
+        """A write transaction; on SQLite, writers queue in-process instead of busy-waiting,
+        and the transaction takes the database write lock before it reads: a deferred one
+        that read before another connection (the audit trail's) committed could not
+        upgrade to writing and would fail at once with "database is locked"."""
         if self.dialect == "sqlite":
             with self._sqlite_writer, self.engine.begin() as connection:
+                lock_sqlite_database(connection)
                 yield connection
         else:
             with self.engine.begin() as connection:
