@@ -129,7 +129,7 @@ class ReadScope:
 
     def consent_filters(self) -> list[tuple[str, str, str]]:
         """(dataset id, subject attribute IRI, purpose) of datasets that need consent."""
-        return [(ident, getattr(view.dataset, "subject_attribute", None) or "",
+        return [(ident, view.dataset.subject_attribute or "",
                  view.consent_purpose) for ident, view in sorted(self.views.items())
                 if view.consent_purpose is not None]
 
