@@ -18,6 +18,7 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, MetaData, event, text
 
+from urbanhub.governance import revisions
 from urbanhub.governance.policy import PolicyDecisionPoint
 from urbanhub.governance.requests import GrantService
 from urbanhub.hub.runtime import Hub
@@ -275,8 +276,10 @@ def test_a_grant_stops_covering_when_it_expires_with_no_job(
     assert active.json() == []
 
 
-def test_a_revoked_grant_is_gone_at_once_in_every_process(
-        hub: Hub, client: TestClient, city: City, clock: Clock) -> None:
+def test_a_revoked_grant_is_gone_at_once_here_and_within_the_check_interval_elsewhere(
+        hub: Hub, client: TestClient, city: City, clock: Clock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(revisions, "REVISION_CHECK_S", 3600.0)
     request_id = file(client, city)
     (grant_id,) = approve(client, city, request_id).json()["decision"]["grants"]
     ann = city.caller("ann", "research")
@@ -296,6 +299,8 @@ def test_a_revoked_grant_is_gone_at_once_in_every_process(
     assert {k: revoked.json()[k] for k in ("status", "revokedBy", "revocationReason")} == {
         "status": "revoked", "revokedBy": "carla", "revocationReason": "The project ended early."}
     assert hub.grants.grants_for(ann) == []
+    assert [g.id for g in other_process.grants_for(ann)] == [grant_id]  # not checked yet
+    monkeypatch.setattr(revisions, "REVISION_CHECK_S", 0.0)
     assert other_process.grants_for(ann) == []
     assert_problem(client.post(url, headers=city.headers("carla"), json={"reason": "again"}),
                    409, "already revoked")
@@ -497,23 +502,32 @@ def test_a_grant_for_one_role_covers_only_members_with_it(
     assert grant["granteeRole"] == "analyst"
 
 
-def test_reading_the_grants_costs_one_primary_key_lookup_once_cached(
-        hub: Hub, client: TestClient, city: City, clock: Clock) -> None:
+def test_reading_the_grants_costs_one_primary_key_lookup_per_check_interval(
+        hub: Hub, client: TestClient, city: City, clock: Clock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     approve(client, city, file(client, city))
     ann = city.caller("ann", "research")
-    hub.grants.grants_for(ann)  # fills the cache
     statements: list[str] = []
 
     def count(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    event.listen(hub.engine, "before_cursor_execute", count)
-    try:
-        for _ in range(5):
-            assert len(hub.grants.grants_for(ann)) == 1
-    finally:
-        event.remove(hub.engine, "before_cursor_execute", count)
-    assert len(statements) == 5 and all("grant_revision" in s for s in statements)
+    def reads_for_five_calls() -> list[str]:
+        statements.clear()
+        event.listen(hub.engine, "before_cursor_execute", count)
+        try:
+            for _ in range(5):
+                assert len(hub.grants.grants_for(ann)) == 1
+        finally:
+            event.remove(hub.engine, "before_cursor_execute", count)
+        return list(statements)
+
+    monkeypatch.setattr(revisions, "REVISION_CHECK_S", 3600.0)
+    hub.grants.grants_for(ann)  # fills the cache
+    assert reads_for_five_calls() == []
+    monkeypatch.setattr(revisions, "REVISION_CHECK_S", 0.0)
+    checks = reads_for_five_calls()
+    assert len(checks) == 5 and all("grant_revision" in s for s in checks)
 
 
 # --- bad input -----------------------------------------------------------------------------

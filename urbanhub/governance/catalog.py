@@ -19,7 +19,6 @@ and types.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from sqlalchemy import Connection
 
 from urbanhub.governance.audit import AuditEvent
 from urbanhub.governance.catalog_documents import audit_details
+from urbanhub.governance.revisions import RevisionedCache
 from urbanhub.model.caller import SYSTEM_ROLE, Caller
 from urbanhub.model.catalog import (
     UNCATALOGUED,
@@ -177,10 +177,6 @@ class _Transaction:
         self.events.append(AuditEvent(self.caller.subject, action, target, details))
 
 
-#: How often a process checks whether another one changed the catalog, in seconds.
-REVISION_CHECK_S = 1.0
-
-
 @dataclass(frozen=True)
 class GovernedCatalog:
     """The datasets (the built-in one included) and purposes decisions are taken on."""
@@ -196,25 +192,11 @@ class CatalogService:
         self.store = store
         self.audit = audit
         self.clock = clock
-        self._governed: GovernedCatalog | None = None
-        self._checked_at = 0.0
+        self._governed = RevisionedCache(store.read, catalog_revision_number, _load_governed)
 
     def governed(self) -> GovernedCatalog:
-        """The catalog as of its latest revision. Every read asks, so the revision is
-        checked in the database at most every ``REVISION_CHECK_S``: a change made through
-        this process applies from the next read, one made by another process within that
-        time."""
-        cached, checked = self._governed, self._checked_at
-        if cached is not None and time.monotonic() - checked < REVISION_CHECK_S:
-            return cached
-        with self.store.read() as conn:
-            revision = catalog_revision_number(conn)
-            if cached is None or cached.revision != revision:
-                datasets = {UNCATALOGUED_ID: UNCATALOGUED} | {
-                    r.dataset.id: r.dataset for r in list_datasets(conn)}
-                cached = GovernedCatalog(revision, datasets, tuple(list_purposes(conn)))
-        self._governed, self._checked_at = cached, time.monotonic()
-        return cached
+        """The catalog as of its latest revision (see ``governance.revisions``)."""
+        return self._governed.get()
 
     # --- reads (public) ------------------------------------------------------------------
 
@@ -322,7 +304,7 @@ class CatalogService:
                 change.record("catalog.entities.reassign", "catalog",
                               {"entitiesMoved": change.entities_moved, "byDataset": moved})
             self.audit.append(change.events, conn)
-        self._governed = None  # this process sees its own change from the next read
+        self._governed.changed()
 
     def _save(self, change: _Transaction, dataset: Dataset, *, create: bool | None) -> Outcome:
         """Insert (create True), update (False) or either (None) one dataset."""
@@ -375,6 +357,12 @@ class CatalogService:
 
     def _changed(self, dataset_id: str, change: _Transaction) -> DatasetChange:
         return DatasetChange(self.dataset(dataset_id), change.entities_moved)
+
+
+def _load_governed(conn: Connection, revision: int) -> GovernedCatalog:
+    datasets = {UNCATALOGUED_ID: UNCATALOGUED} | {
+        r.dataset.id: r.dataset for r in list_datasets(conn)}
+    return GovernedCatalog(revision, datasets, tuple(list_purposes(conn)))
 
 
 def _entry(record: DatasetRecord, count: int) -> CatalogEntry:

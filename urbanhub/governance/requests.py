@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from urbanhub.governance.audit import AuditEvent
+from urbanhub.governance.revisions import RevisionedCache
 from urbanhub.model.caller import Caller
 from urbanhub.model.errors import BadRequestData, Conflict, ResourceNotFound
 from urbanhub.model.governance import Action, Dataset, Grant, Role, format_duration
@@ -93,10 +94,11 @@ def _conditions_details(conditions: Conditions) -> dict[str, Any]:
 class DataUseRequests:
     """Filing, deciding and withdrawing data-use requests; listing requests and decisions."""
 
-    def __init__(self, engine: Engine, audit: AuditLog,
+    def __init__(self, engine: Engine, audit: AuditLog, grants: GrantService,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.engine = engine
         self.audit = audit
+        self.grants = grants
         self.clock = clock
 
     # --- changes ------------------------------------------------------------------------
@@ -157,6 +159,7 @@ class DataUseRequests:
                                          "validUntil": format_datetime(now + granted),
                                          "grants": {g.id: g.dataset for g in created},
                                          "note": decision.reason}))
+        self.grants.changed()
         return RequestView(replace(request, status=RequestStatus.APPROVED, closed_at=now),
                            decision)
 
@@ -260,19 +263,13 @@ def _scope(caller: Caller) -> str | None:
     return None if sees_everything(caller) else caller.organisation or ""
 
 
-@dataclass(frozen=True)
-class _GrantIndex:
-    """The unrevoked grants as of one revision, by grantee organisation (None: any)."""
-
-    revision: int
-    by_organisation: dict[str | None, tuple[Grant, ...]]
-
-    @classmethod
-    def of(cls, revision: int, grants: list[Grant]) -> _GrantIndex:
-        by_organisation: dict[str | None, list[Grant]] = {}
-        for grant in grants:
-            by_organisation.setdefault(grant.grantee_organisation, []).append(grant)
-        return cls(revision, {k: tuple(v) for k, v in by_organisation.items()})
+def _grants_by_organisation(conn: Connection, revision: int
+                             ) -> dict[str | None, tuple[Grant, ...]]:
+    """The unrevoked grants by grantee organisation (None: any)."""
+    by_organisation: dict[str | None, list[Grant]] = {}
+    for grant in store.unrevoked_grants(conn):
+        by_organisation.setdefault(grant.grantee_organisation, []).append(grant)
+    return {k: tuple(v) for k, v in by_organisation.items()}
 
 
 class GrantService:
@@ -284,28 +281,26 @@ class GrantService:
         self.engine = engine
         self.audit = audit
         self.clock = clock
-        self._index: _GrantIndex | None = None
+        self._index = RevisionedCache(engine.connect, store.grants_revision,
+                                      _grants_by_organisation)
 
     def grants_for(self, caller: Caller) -> list[Grant]:
         """The unrevoked grants whose grantee is the caller's organisation and/or one of its
         roles, whatever their validity: the policy decision point checks that against the
         time of the read, so an expired grant stops covering with no job to run.
 
-        Costs one primary-key read (the revision); the grants are re-read only after a
-        change, made by any process. The index is replaced whole, never changed in place,
-        so threads read it without a lock.
+        Costs nothing but a look-up in a per-process index, which follows the grants'
+        revision (see ``governance.revisions``): a revocation applies at once in this process
+        and within a second in every other.
         """
-        with self.engine.connect() as conn:
-            revision = store.grants_revision(conn)
-            index = self._index
-            if index is None or index.revision != revision:
-                # Revision first, grants second: grants at least as new as the revision, so
-                # a change made in between is re-read on the next call, never missed.
-                index = _GrantIndex.of(revision, store.unrevoked_grants(conn))
-                self._index = index
+        index = self._index.get()
         return [g for organisation in dict.fromkeys((caller.organisation, None))
-                for g in index.by_organisation.get(organisation, ())
+                for g in index.get(organisation, ())
                 if g.grantee_role is None or g.grantee_role.value in caller.roles]
+
+    def changed(self) -> None:
+        """Grants were issued or revoked through this process: reads see it at once."""
+        self._index.changed()
 
     def grants(self, caller: Caller, status: GrantStatus | None = None, *, limit: int = 100,
                offset: int = 0) -> list[GrantRecord]:
@@ -337,6 +332,7 @@ class GrantService:
                                           f"grant:{grant_id}", {
                                               "reason": reason, "request": record.request_id,
                                               "dataset": record.grant.dataset})], conn)
+        self.changed()
         return replace(record, revoked_at=now, revoked_by=caller.subject,
                        revocation_reason=reason)
 

@@ -44,8 +44,8 @@ class Hub:
         self.audit = AuditLog(self.engine)
         self.catalog = CatalogService(self.store, self.audit)
         self.contexts = ContextResolver(loader or ContextLoader(settings.context_fetch_timeout_s))
-        self.requests = DataUseRequests(self.engine, self.audit)
         self.grants = GrantService(self.engine, self.audit)
+        self.requests = DataUseRequests(self.engine, self.audit, self.grants)
         self.consents = ConsentService(self.engine, self.audit)
         self.decisions = DecisionRecorder(self.audit, settings.decision_audit_interval_s)
         # Every read asks for the caller's grants; consent-based data is filtered by consent.
