@@ -109,6 +109,18 @@ def test_unreachable_remote_context_is_503(client: TestClient) -> None:
     assert response.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable"
 
 
+def test_a_context_reference_that_is_not_a_url_is_400_and_nothing_is_stored(
+        client: TestClient) -> None:
+    body = sensor()
+    for reference in ("not a url", "file:///etc/passwd", "urn:example:context"):
+        body["@context"] = reference
+        response = client.post("/ngsi-ld/v1/entities", json=body, headers=LD)
+        assert response.status_code == 400, reference
+        assert response.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+        assert "neither an http(s) URL nor a context object" in response.json()["detail"]
+    assert client.get(f"/ngsi-ld/v1/entities/{body['id']}").status_code == 404
+
+
 def test_attribute_operations(client: TestClient) -> None:
     eid = "urn:ngsi-ld:AirQualityObserved:s1"
     client.post("/ngsi-ld/v1/entities", json=sensor(), headers=LD)

@@ -73,6 +73,10 @@ class ContextLoader:
                 encoding="utf-8")
             document = json.loads(text)
         else:
+            if not url.startswith(("http://", "https://")):
+                # Nothing to fetch: a client error, not an unavailable context.
+                raise BadRequestData(f"The @context {url[:200]!r} is neither an http(s) URL "
+                                     "nor a context object.")
             try:
                 document = self._fetch(url, self._timeout_s)
             except LdContextNotAvailable:
@@ -91,8 +95,6 @@ class ContextLoader:
 
 
 def _http_fetch(url: str, timeout_s: float) -> Any:
-    if not url.startswith(("http://", "https://")):
-        raise LdContextNotAvailable(f"The @context {url!r} is not an http(s) URL.")
     response = httpx.get(url, timeout=timeout_s, follow_redirects=True,
                          headers={"Accept": "application/ld+json, application/json"})
     if response.status_code != 200:
