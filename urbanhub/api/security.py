@@ -42,14 +42,18 @@ _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, scheme_name="ApiK
 async def caller_of(request: Request,
                     _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
                     _key: Annotated[str | None, Depends(_api_key)]) -> Caller:
-    """The caller; anonymous requests are answered on the event loop, credentials are checked
-    in the thread pool (database look-ups, perhaps a JWKS fetch)."""
+    """The caller; anonymous requests and recently checked API keys are answered on the event
+    loop, other credentials are checked in the thread pool (database look-ups, perhaps a
+    JWKS fetch)."""
     purpose = request.headers.get(PURPOSE_HEADER)
     credential = _credential(request.headers)
     if credential is None:
         return Caller.public(purpose=purpose)
     scheme, value = credential
     identities: IdentityService = hub_of(request).identities
+    known = identities.recently_authenticated(value) if scheme == "ApiKey" else None
+    if known is not None:
+        return replace(known, purpose=purpose)
     authenticate = (identities.authenticate_bearer if scheme == "Bearer"
                     else identities.authenticate_api_key)
     return replace(await run_in_threadpool(authenticate, value), purpose=purpose)

@@ -83,6 +83,7 @@ class Hub:
 
     def close(self) -> None:
         self.decisions.close()
+        self.store.close()
         self.engine.dispose()
 
 

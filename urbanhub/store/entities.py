@@ -41,8 +41,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from urbanhub.ngsild.entity import DEFAULT_DATASET, Entity, Instance
 from urbanhub.ngsild.geo import GeoPredicate
 from urbanhub.ngsild.q import AttrHint, HintGroup, QPredicate
-from urbanhub.ngsild.timeutil import format_datetime, parse_datetime
-from urbanhub.store.db import lock_sqlite_database
+from urbanhub.ngsild.timeutil import parse_datetime
+from urbanhub.store.db import lock_sqlite_database, make_engine
 from urbanhub.store.tables import attributes, entities, entity_types, history
 
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
@@ -126,8 +126,17 @@ class EntityStore:
         self.postgis = False
         if self.dialect == "sqlite":
             event.listen(engine, "connect", _register_regexp)
-        else:
-            event.listen(engine, "connect", _utc_session)
+        self._entity_rows = select(
+            entities.c.id, entities.c.types, entities.c.scope, entities.c.dataset_id,
+            self._iso_text(entities.c.created_at).label("created_at"),
+            self._iso_text(entities.c.modified_at).label("modified_at"))
+        # PostgreSQL reads go through an autocommit engine (see make_engine).
+        self._reads = engine if self.dialect == "sqlite" else make_engine(
+            engine.url.render_as_string(hide_password=False), autocommit=True)
+
+    def close(self) -> None:
+        if self._reads is not self.engine:
+            self._reads.dispose()
 
     def detect_features(self) -> None:
         """Find optional backend features (PostGIS) once the schema exists."""
@@ -155,7 +164,7 @@ class EntityStore:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
+        with self._reads.connect() as connection:
             yield connection
 
     # --- reads -----------------------------------------------------------------------
@@ -272,6 +281,15 @@ class EntityStore:
                 entities.c.id.in_(wanted[start:start + 900]))))
         return found
 
+    def _iso_text(self, column: ColumnElement[Any]) -> ColumnElement[str]:
+        """A UTC time column as ``format_datetime`` writes it, formatted by the database:
+        a page of entities spent a fifth of its load time making and formatting datetimes.
+        Both truncate to milliseconds; SQLite keeps UTC as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+        if self.dialect == "postgresql":
+            return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+        return (func.substr(column, 1, 10, type_=Text) + "T"
+                + func.substr(column, 12, 12, type_=Text) + "Z")
+
     def load(self, conn: Connection, ids: Sequence[str], names: Sequence[str] | None = None,
              datasets: dict[str, str] | None = None) -> dict[str, Entity]:
         """Entities by id with their current attributes (only ``names`` when given), in the
@@ -282,32 +300,32 @@ class EntityStore:
         # keeps expanded IN lists, in chunks under its limit on bound variables.
         postgres = self.dialect == "postgresql"
         size = max(len(ids), 1) if postgres else 900
+        # One query, entity rows joined to their attributes: a round trip fewer than two
+        # queries (a fifth of a single-entity GET's), and one snapshot.
+        joined = attributes.c.entity_id == entities.c.id
+        if names is not None:
+            joined &= attributes.c.name.in_(list(names))
+        rows = self._entity_rows.add_columns(
+            attributes.c.name, attributes.c.dataset_id.label("attribute_dataset"),
+            attributes.c.instance).select_from(entities.outerjoin(attributes, joined))
         for start in range(0, len(ids), size):
             part = list(ids[start:start + size])
-            if postgres:
-                array = bindparam("ids", part, type_=postgresql.ARRAY(Text))
-                of_entity: ColumnElement[bool] = entities.c.id == any_(array)
-                of_attribute: ColumnElement[bool] = attributes.c.entity_id == any_(array)
-            else:
-                of_entity, of_attribute = entities.c.id.in_(part), attributes.c.entity_id.in_(part)
-            for row in conn.execute(select(entities).where(of_entity)).all():
-                entity: Entity = {"id": row.id, "type": orjson.loads(row.types),
-                                  "createdAt": format_datetime(row.created_at),
-                                  "modifiedAt": format_datetime(row.modified_at), "attrs": {}}
-                if row.scope:
-                    entity["scope"] = orjson.loads(row.scope)
-                loaded[row.id] = entity
-                if datasets is not None:
-                    datasets[row.id] = row.dataset_id
-            wanted = select(attributes.c.entity_id, attributes.c.name, attributes.c.dataset_id,
-                            attributes.c.instance).where(of_attribute)
-            if names is not None:
-                wanted = wanted.where(attributes.c.name.in_(list(names)))
-            for arow in conn.execute(wanted).all():
-                owner = loaded.get(arow.entity_id)
-                if owner is not None:
-                    owner["attrs"].setdefault(arow.name, {})[arow.dataset_id] = orjson.loads(
-                        arow.instance)
+            of_entity = (entities.c.id == any_(bindparam("ids", part, type_=postgresql.ARRAY(
+                Text))) if postgres else entities.c.id.in_(part))
+            for row in conn.execute(rows.where(of_entity)):
+                entity = loaded.get(row.id)
+                if entity is None:
+                    entity = loaded[row.id] = {
+                        "id": row.id, "type": orjson.loads(row.types),
+                        "createdAt": row.created_at, "modifiedAt": row.modified_at,
+                        "attrs": {}}
+                    if row.scope:
+                        entity["scope"] = orjson.loads(row.scope)
+                    if datasets is not None:
+                        datasets[row.id] = row.dataset_id
+                if row.name is not None:
+                    entity["attrs"].setdefault(row.name, {})[row.attribute_dataset] = (
+                        orjson.loads(row.instance))
         return {i: loaded[i] for i in ids if i in loaded}
 
     def type_counts(self, conn: Connection, datasets: Sequence[str] | None = None,
@@ -728,9 +746,3 @@ def _register_regexp(dbapi_connection: Any, _record: Any) -> None:
         return value is not None and re.search(pattern, value) is not None
 
     dbapi_connection.create_function("regexp", 2, regexp, deterministic=True)
-
-
-def _utc_session(dbapi_connection: Any, _record: Any) -> None:
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute("SET TIME ZONE 'UTC'")
-    dbapi_connection.commit()

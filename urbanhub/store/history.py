@@ -260,8 +260,8 @@ def _rollup_postgres(conn: Connection, ids: list[str], where: str, params: dict[
     ix_rollup_hourly_hour and keeps one page's. Each entity's periods come back as
     arrays in one row per attribute and datasetId (1,000 rows for a page instead of
     24,000); hourly periods are rollup rows as they are, with nothing to group.
-    JIT is off for the rest of the (read) transaction: the per-entity estimates add up
-    past its threshold, and compiling cost about as much as the whole query.
+    (The engine turns JIT off: the per-entity estimates add up past its threshold, and
+    compiling cost about as much as the whole query.)
     """
     params["ids"] = ids
     # _filters' first clause picks the entities; here each comes from the lateral join.
@@ -283,7 +283,6 @@ def _rollup_postgres(conn: Connection, ids: list[str], where: str, params: dict[
            f" CROSS JOIN LATERAL (SELECT name, dataset_id, {arrays}"
            f" FROM ({source}) AS p GROUP BY 1, 2) AS g"
            " ORDER BY e.pos, g.name, g.dataset_id")
-    conn.exec_driver_sql("SET LOCAL jit = off")
     found = []
     for pos, name, dataset_id, periods, *counted in conn.execute(text(sql), params).all():
         if periods != sorted(periods):
