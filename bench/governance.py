@@ -14,9 +14,7 @@ Usage: .venv/bin/python bench/governance.py [--backend sqlite|postgres|both] [--
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ingest import postgres_database  # bench/ is the script's directory
+from ingest import postgres_database, run_from_command_line  # bench/ is the script's directory
 
 from urbanhub.config import Settings
 from urbanhub.governance.audit import AuditEvent
@@ -186,15 +184,5 @@ def run_backend(backend: str, quick: bool) -> None:
             hub.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    args = parser.parse_args()
-    for backend in ("sqlite", "postgres") if args.backend == "both" else (args.backend,):
-        run_backend(backend, args.quick)
-    return None
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_from_command_line(run_backend, __doc__ or "")

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -491,14 +491,16 @@ def _nothing(value: str) -> Iterator[str]:
     yield value
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_from_command_line(run: Callable[[str, bool], None], doc: str) -> None:
+    """The command line of every benchmark: ``--backend`` sqlite, postgres or both, and
+    ``--quick`` for a smoke run; ``run(backend, quick)`` runs one backend."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     args = parser.parse_args()
     for backend in ("sqlite", "postgres") if args.backend == "both" else (args.backend,):
-        run_backend(backend, args.quick)
+        run(backend, args.quick)
 
 
 if __name__ == "__main__":
-    main()
+    run_from_command_line(run_backend, __doc__ or "")
