@@ -34,7 +34,7 @@ from urbanhub.api.app import create_app
 from urbanhub.cli import app as cli_app
 from urbanhub.config import get_settings
 from urbanhub.hub.runtime import Hub
-from urbanhub.ingest.mqtt import MqttAdapter
+from urbanhub.ingest.mqtt import MqttAdapter, _HubClient
 from urbanhub.ingest.pipeline import IngestPipeline
 from urbanhub.model.caller import Caller
 from urbanhub.model.devices import DeviceStatus
@@ -481,3 +481,56 @@ def test_the_generated_mosquitto_config_authenticates_devices_and_confines_them(
         adapter.stop()
         broker.terminate()
         broker.wait(10)
+
+
+class _TrickleSocket:
+    """A non-blocking socket whose bytes arrive in the given pieces, one piece per
+    ``recv`` at most, with 'nothing yet' (BlockingIOError) where a piece is None."""
+
+    def __init__(self, pieces: list[bytes | None]) -> None:
+        self.pieces = pieces
+        self.calls = 0
+
+    def recv(self, size: int) -> bytes:
+        self.calls += 1
+        if not self.pieces:
+            raise BlockingIOError
+        piece = self.pieces[0]
+        if piece is None:
+            self.pieces.pop(0)
+            raise BlockingIOError
+        taken, rest = piece[:size], piece[size:]
+        if rest:
+            self.pieces[0] = rest
+        else:
+            self.pieces.pop(0)
+        return taken
+
+    def close(self) -> None:
+        self.pieces = []
+
+
+def _publish_packet(topic: bytes, payload: bytes) -> bytes:
+    """An MQTT 5 PUBLISH at QoS 0 with no properties, as devices send it."""
+    body = len(topic).to_bytes(2, "big") + topic + b"\x00" + payload
+    assert len(body) < 128
+    return bytes([0x30, len(body)]) + body
+
+
+def test_the_receive_path_reads_many_packets_a_call_and_resumes_split_ones() -> None:
+    """Packets several to a read, split across reads and across 'nothing yet' all arrive
+    whole and in order, in far fewer system calls than paho's three a packet."""
+    packets = [_publish_packet(f"root/devices/d{n}/attrs".encode(), b'{"pm25": %d}' % n)
+               for n in range(300)]
+    stream = b"".join(packets)
+    cut = len(stream) // 3 + 5  # inside a packet
+    sock = _TrickleSocket([stream[:cut], None, stream[cut:cut + 7], None, stream[cut + 7:]])
+    client = _HubClient(mqtt.CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5)
+    delivered: list[tuple[bytes, bytes, int, int]] = []
+    client.deliver = lambda *message: delivered.append(message)
+    client._sock = sock  # type: ignore[assignment]
+    for _ in range(5):
+        assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert [(t, p) for t, p, _, _ in delivered] == [
+        (f"root/devices/d{n}/attrs".encode(), b'{"pm25": %d}' % n) for n in range(300)]
+    assert sock.calls < 20
