@@ -275,6 +275,9 @@ class EntityStore:
 
     def existing(self, conn: Connection, ids: Iterable[str]) -> set[str]:
         wanted = list(set(ids))
+        if self.dialect == "postgresql":  # one array parameter (see load)
+            return set(conn.scalars(select(entities.c.id).where(entities.c.id == any_(
+                bindparam("ids", wanted, type_=postgresql.ARRAY(Text))))))
         found: set[str] = set()
         for start in range(0, len(wanted), 900):
             found.update(conn.scalars(select(entities.c.id).where(
