@@ -27,6 +27,8 @@ from urbanhub.config import get_settings
 from urbanhub.logs import configure_logging
 
 if TYPE_CHECKING:
+    from urbanhub.config import Settings
+    from urbanhub.hub.runtime import Hub
     from urbanhub.ingest.importer import CsvMapping, ImportReport
     from urbanhub.store.audit import AuditLog
 
@@ -161,6 +163,20 @@ def admin_bootstrap(
 
 
 @contextmanager
+def _hub(settings: Settings | None = None) -> Iterator[Hub]:
+    """A hub on the configured database with its schema created or upgraded, closed after
+    use; each command says itself what an error means to its user."""
+    from urbanhub.hub.runtime import Hub
+
+    hub = Hub(settings or get_settings())
+    try:
+        hub.upgrade_schema()
+        yield hub
+    finally:
+        hub.close()
+
+
+@contextmanager
 def _audit_log() -> Iterator[AuditLog]:
     """The audit trail of the configured database; exit 2 when it has none yet."""
     from sqlalchemy import inspect
@@ -189,7 +205,6 @@ def catalog_load(file: Path = typer.Argument(..., help="Catalog file (.yaml, .ym
     import yaml
 
     from urbanhub.governance.catalog_documents import parse_catalog
-    from urbanhub.hub.runtime import Hub
     from urbanhub.model.caller import Caller
     from urbanhub.model.errors import UrbanhubError
 
@@ -202,16 +217,13 @@ def catalog_load(file: Path = typer.Argument(..., help="Catalog file (.yaml, .ym
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         console.print(f"[red]{file}: cannot read it:[/] {exc}")
         raise typer.Exit(2) from exc
-    hub = Hub(get_settings())
     try:
-        hub.upgrade_schema()
-        purposes, datasets = parse_catalog(payload, hub.contexts.resolve)
-        report = hub.catalog.load(Caller.system("cli"), purposes, datasets)
+        with _hub() as hub:
+            purposes, datasets = parse_catalog(payload, hub.contexts.resolve)
+            report = hub.catalog.load(Caller.system("cli"), purposes, datasets)
     except UrbanhubError as exc:
         console.print(f"[red]{file.name}: nothing loaded:[/] {exc.detail}")
         raise typer.Exit(1) from exc
-    finally:
-        hub.close()
     table = Table(title=f"catalog {file.name}")
     for column in ("kind", "id", "result"):
         table.add_column(column)
@@ -226,16 +238,11 @@ def catalog_load(file: Path = typer.Argument(..., help="Catalog file (.yaml, .ym
 def catalog_list() -> None:
     """Datasets with their owner, classification, types and entity count; duplicates and
     uncatalogued entities are pointed out."""
-    from urbanhub.hub.runtime import Hub
     from urbanhub.model.caller import Caller
 
-    hub = Hub(get_settings())
-    try:
-        hub.upgrade_schema()
+    with _hub() as hub:
         entries = hub.catalog.datasets()
         report = hub.catalog.report(Caller.system("cli"))
-    finally:
-        hub.close()
     table = Table(title="datasets")
     for column in ("id", "title", "owner", "classification", "entity types", "entities"):
         # Folded rather than cut short: an id with an ellipsis cannot be copied.
@@ -267,18 +274,13 @@ def devices_mosquitto_config(
     """Write Mosquitto's password and ACL files from the device registry: each active MQTT
     device logs in with its device key and may publish on its own topics only; the hub's
     user (from URBANHUB_MQTT_URL) may read them. Reload Mosquitto (SIGHUP) afterwards."""
-    from urbanhub.hub.runtime import Hub
     from urbanhub.ingest.mosquitto import broker_accounts, broker_files
     from urbanhub.ingest.mqtt import BrokerAddress
 
     settings = get_settings()
     address = BrokerAddress.parse(settings.mqtt_url) if settings.mqtt_url else None
-    hub = Hub(settings)
-    try:
-        hub.upgrade_schema()
+    with _hub(settings) as hub:
         accounts, left_out = broker_accounts(hub.devices.all())
-    finally:
-        hub.close()
     hub_user = address.username if address else None
     try:
         files = broker_files(accounts, settings.mqtt_topic_root, hub_user,
@@ -314,20 +316,16 @@ def quality_report(dataset: str = typer.Argument(..., help="Dataset id."),
                    ) -> None:
     """Completeness, validity and timeliness of a dataset, with the rules that failed."""
     from urbanhub.governance.quality import exact_duration
-    from urbanhub.hub.runtime import Hub
     from urbanhub.model.caller import Caller
     from urbanhub.model.errors import UrbanhubError
 
-    hub = Hub(get_settings())
     try:
-        hub.upgrade_schema()
-        report = hub.quality.report(Caller.system("cli"), dataset,
-                                    exact_duration(window, "window"))
+        with _hub() as hub:
+            report = hub.quality.report(Caller.system("cli"), dataset,
+                                        exact_duration(window, "window"))
     except UrbanhubError as exc:
         console.print(f"[red]{exc.detail}[/]", highlight=False)
         raise typer.Exit(1) from exc
-    finally:
-        hub.close()
     table = Table(title=f"quality of {dataset}, {report.window.start:%Y-%m-%d %H:%M} to "
                         f"{report.window.end:%Y-%m-%d %H:%M} UTC, {report.entities:,} entities")
     for column in ("measure", "score", "passed", "failing rules"):
@@ -360,21 +358,17 @@ def dispose(dry_run: bool = typer.Option(False, "--dry-run",
     """Enforce every dataset's retention now: remove expired history, rollups, quality flags
     and entities (on PostgreSQL wholly expired partitions are dropped) and record the run in
     the audit trail."""
-    from urbanhub.hub.runtime import Hub
     from urbanhub.model.caller import Caller
     from urbanhub.model.errors import UrbanhubError
     from urbanhub.model.governance import format_duration
 
-    hub = Hub(get_settings())
     try:
-        hub.upgrade_schema()
-        with console.status("disposal dry run" if dry_run else "disposing of expired data"):
+        with _hub() as hub, console.status(
+                "disposal dry run" if dry_run else "disposing of expired data"):
             run = hub.disposal.dispose(Caller.system("cli"), dry_run=dry_run)
     except UrbanhubError as exc:
         console.print(f"[red]disposal refused:[/] {exc.detail}", highlight=False)
         raise typer.Exit(1) from exc
-    finally:
-        hub.close()
     table = Table(title=f"{'dry run: would remove' if dry_run else 'disposal run'} "
                         f"{run.run_id} at {run.at:%Y-%m-%d %H:%M} UTC")
     for column in ("dataset", "retention", "cut-off", "history rows", "observed",
