@@ -16,6 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from urbanhub.model.errors import BadRequestData
+from urbanhub.model.requests import required_text
 
 #: Letters, digits and ``. _ : ~ -``: what opaque tokens and URNs use, and no ``@`` or
 #: spaces, so an e-mail address or a name is refused rather than stored as an "id".
@@ -50,11 +51,7 @@ def check_evidence(text: str, what: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise BadRequestData(f"{what} must say how it was given (form, channel, reference); "
                              "it is the evidence of the subject's will.")
-    if len(text) > MAX_EVIDENCE:
-        raise BadRequestData(f"{what} must be at most {MAX_EVIDENCE} characters.")
-    if "\x00" in text:
-        raise BadRequestData(f"{what} must not contain NUL characters.")
-    return text.strip()
+    return required_text(text, what, MAX_EVIDENCE)
 
 
 @dataclass(frozen=True)
