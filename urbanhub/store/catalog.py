@@ -10,7 +10,7 @@ advisory lock; SQLite takes its database write lock, which every writer needs an
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,7 @@ from urbanhub.model.governance import (
     format_duration,
     parse_retention,
 )
-from urbanhub.store.db import lock_sqlite_database
+from urbanhub.store.db import id_sets, lock_sqlite_database
 from urbanhub.store.tables import (
     catalog_revision,
     datasets,
@@ -45,8 +45,6 @@ from urbanhub.store.tables import (
 #: Key of the PostgreSQL advisory lock guarding the assignment rules (ASCII "urbhcatg").
 CATALOG_LOCK_KEY = 0x7572_6268_6361_7467
 _REVISION_ROW = 1
-#: SQLite's limit on bound parameters is 999 in older builds.
-_CHUNK = 900
 
 
 @dataclass(frozen=True)
@@ -208,7 +206,5 @@ def iter_entity_assignments(conn: Connection, chunk: int = 5000) -> Iterator[
 
 
 def move_entities(conn: Connection, dataset_id: str, entity_ids: Iterable[str]) -> None:
-    ids: Sequence[str] = list(entity_ids)
-    for start in range(0, len(ids), _CHUNK):
-        conn.execute(update(entities).where(entities.c.id.in_(ids[start:start + _CHUNK]))
-                     .values(dataset_id=dataset_id))
+    for among in id_sets(conn.dialect.name, entities.c.id, list(entity_ids)):
+        conn.execute(update(entities).where(among).values(dataset_id=dataset_id))

@@ -22,8 +22,6 @@ from sqlalchemy import (
     Engine,
     Text,
     and_,
-    any_,
-    bindparam,
     cast,
     delete,
     event,
@@ -42,7 +40,7 @@ from urbanhub.ngsild.entity import DEFAULT_DATASET, Entity, Instance
 from urbanhub.ngsild.geo import GeoPredicate
 from urbanhub.ngsild.q import AttrHint, HintGroup, QPredicate
 from urbanhub.ngsild.timeutil import parse_datetime
-from urbanhub.store.db import lock_sqlite_database, make_engine
+from urbanhub.store.db import id_sets, lock_sqlite_database, make_engine
 from urbanhub.store.tables import attributes, entities, entity_types, history
 
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
@@ -275,22 +273,9 @@ class EntityStore:
 
     def existing(self, conn: Connection, ids: Iterable[str]) -> set[str]:
         found: set[str] = set()
-        for among in self._id_sets(entities.c.id, list(set(ids))):
+        for among in id_sets(self.dialect, entities.c.id, list(set(ids))):
             found.update(conn.scalars(select(entities.c.id).where(among)))
         return found
-
-    def _id_sets(self, column: ColumnElement[str], ids: Sequence[str],
-                 ) -> Iterator[ColumnElement[bool]]:
-        """``column`` among ``ids`` in as few clauses as the backend allows: PostgreSQL takes
-        the ids as one array parameter (an expanded IN of 1,000 ids costs more to build and
-        parse than the rows cost to read); SQLite takes expanded IN lists, in chunks under its
-        limit on bound variables. No clause for no ids."""
-        if self.dialect == "postgresql":
-            if ids:
-                yield column == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(Text)))
-            return
-        for start in range(0, len(ids), 900):
-            yield column.in_(list(ids[start:start + 900]))
 
     def _iso_text(self, column: ColumnElement[Any]) -> ColumnElement[str]:
         """A UTC time column as ``format_datetime`` writes it, formatted by the database:
@@ -314,7 +299,7 @@ class EntityStore:
         rows = self._entity_rows.add_columns(
             attributes.c.name, attributes.c.dataset_id.label("attribute_dataset"),
             attributes.c.instance).select_from(entities.outerjoin(attributes, joined))
-        for of_entity in self._id_sets(entities.c.id, ids):
+        for of_entity in id_sets(self.dialect, entities.c.id, ids):
             for row in conn.execute(rows.where(of_entity)):
                 entity = loaded.get(row.id)
                 if entity is None:
@@ -382,7 +367,7 @@ class EntityStore:
         self._sync_geometry(conn, entity)
 
     def touch(self, conn: Connection, entity_ids: Iterable[str], now: datetime) -> None:
-        for among in self._id_sets(entities.c.id, list(entity_ids)):
+        for among in id_sets(self.dialect, entities.c.id, list(entity_ids)):
             conn.execute(update(entities).where(among).values(modified_at=now))
 
     def delete_entity(self, conn: Connection, entity_id: str) -> bool:
