@@ -3,12 +3,17 @@ current state the newest reading — for new batches, replays and in-batch dupli
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import event, func, select
 
 from urbanhub.hub.runtime import Hub
 from urbanhub.store.entities import HistoryRow
+from urbanhub.store.history import rollup_aggregates
 from urbanhub.store.tables import attributes, history, rollup_hourly
 
 PM25 = "https://smartdatamodels.org/dataModel.Environment/pm25"
@@ -62,3 +67,55 @@ def test_batches_replays_and_duplicates_store_each_reading_once(hub: Hub) -> Non
             assert (rolled[hour].minimum, rolled[hour].maximum) == (min(values), max(values))
         current = dict(conn.execute(select(attributes.c.entity_id, attributes.c.value_num)).all())
     assert current == {"urn:ngsi-ld:S:a": 39.0, "urn:ngsi-ld:S:b": 5.0}
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_a_rollup_read_scans_only_the_hours_asked_for(hub: Hub) -> None:
+    """Reading one day of a sensor with more history (and two datasetIds) touches that
+    day's rollup entries only: the index bounds the scan by hour instead of filtering
+    every hour the sensor has, so the cost does not grow with the length of history."""
+    if hub.engine.dialect.name != "postgresql":
+        pytest.skip("index plans are PostgreSQL's")
+    now = datetime.now(UTC)
+    sensor = "urn:ngsi-ld:S:long"
+    with hub.store.write() as conn:
+        hub.store.insert_entity(conn, {"id": sensor, "type": ["urn:T"], "attrs": {}}, now)
+    rows = [replace(row, dataset_id=dataset) for row in readings(sensor, 0, 6 * 24 * 5)
+            for dataset in ("", "urn:ngsi-ld:Dataset:spare")]
+    write(hub, rows)
+    day = T0.replace(minute=0) + timedelta(days=2)
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
+        statements.append((sql, params))
+
+    with hub.store.read() as conn:
+        event.listen(conn, "before_cursor_execute", record)
+        found = rollup_aggregates(conn, [sensor], [PM25], day, day + timedelta(days=1),
+                                  origin=day, step_us=3_600_000_000)
+        event.remove(conn, "before_cursor_execute", record)
+    assert [(s.dataset_id, len(s.periods), sum(s.n)) for s in found] == [
+        ("", 24, 144), ("urn:ngsi-ld:Dataset:spare", 24, 144)]
+    sql, params = statements[-1]
+    with hub.engine.connect() as conn:
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # the table is tiny
+        plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).scalar()
+        scans = [node for node in _plan_nodes(plan[0]["Plan"])
+                 if node.get("Relation Name") == "rollup_hourly"]
+        keys = conn.exec_driver_sql(
+            "SELECT array_agg(a.attname ORDER BY k.n) FROM pg_index i CROSS JOIN LATERAL"
+            " unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS k(attnum, n)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+            " WHERE i.indexrelid = %(index)s::regclass",
+            {"index": scans[0]["Index Name"] if scans else "-"}).scalar()
+    assert [s["Node Type"] for s in scans] == ["Index Only Scan"]
+    assert scans[0].get("Rows Removed by Filter", 0) == 0
+    # PostgreSQL 15 bounds a B-tree scan by its leading equalities and the range after
+    # them: with hour right after entity and attribute, only the day's entries are read.
+    assert keys == ["entity_id", "name", "hour"]
+    assert "hour" in scans[0]["Index Cond"]

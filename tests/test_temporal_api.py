@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,10 +13,6 @@ from fastapi.testclient import TestClient
 from urbanhub.hub.runtime import Hub
 from urbanhub.hub.temporal import Aggregation, TemporalQuery, TimeQuery
 from urbanhub.model.caller import Caller
-from urbanhub.model.errors import OperationNotSupported
-from urbanhub.ngsild.context import TermMap
-from urbanhub.ngsild.geo import parse_geo_query
-from urbanhub.ngsild.q import parse_q
 from urbanhub.store import history
 
 T = "/ngsi-ld/v1/temporal/entities"
@@ -527,17 +522,9 @@ def test_bad_temporal_bodies_are_400_and_store_nothing(client: TestClient, body:
     assert client.get(f"{T}/{S1}").status_code == 404
 
 
-# --- q and geo (run once urbanhub.ngsild.q / geo land; skipped while they are stubs) --------
-
-def _needs(probe: Callable[[], object], feature: str) -> None:
-    try:
-        probe()
-    except OperationNotSupported:
-        pytest.skip(f"{feature} not implemented yet (urbanhub.ngsild placeholder)")
-
+# --- q and geo select entities on their current state --------------------------------------
 
 def test_q_selects_entities_on_current_state(client: TestClient) -> None:
-    _needs(lambda: parse_q("pm25>1", TermMap()), "q")
     four_hours(client)
     assert post(client, temporal(S2, pm25=[reading(99, at(10))])).status_code == 201
     response = client.get(T, params={"type": "Sensor", "q": "pm25>50"},
@@ -548,8 +535,6 @@ def test_q_selects_entities_on_current_state(client: TestClient) -> None:
 
 
 def test_geo_query_selects_entities(client: TestClient) -> None:
-    _needs(lambda: parse_geo_query("near;maxDistance==10", "Point", "[0,0]", None, TermMap()),
-           "geo-queries")
     here = {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [2.35, 48.85]},
             "observedAt": at(10)}
     there = {**here, "value": {"type": "Point", "coordinates": [13.4, 52.5]}}

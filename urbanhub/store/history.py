@@ -181,7 +181,14 @@ def _filters(column: str, entity_ids: Sequence[str], names: Sequence[str] | None
     if names is not None:
         params["names"] = list(names)
     if dialect == "postgresql":
-        where = ["entity_id = ANY(:ids)"] + (["name = ANY(:names)"] if names is not None else [])
+        where = ["entity_id = ANY(:ids)"]
+        if names is not None and len(names) == 1:
+            # An equality, not ANY of one: only then does PostgreSQL (before 17) know that
+            # an index scan returns an entity's hours in order, and skip a sort per entity.
+            where.append("name = :name")
+            params["name"] = names[0]
+        elif names is not None:
+            where.append("name = ANY(:names)")
     else:
         where = ["entity_id IN :ids"] + (["name IN :names"] if names is not None else [])
         binds = [bindparam(key, expanding=True) for key in ("ids", "names") if key in params]
@@ -272,7 +279,7 @@ def _rollup_postgres(conn: Connection, ids: list[str], where: str, params: dict[
     if hourly:
         source = (f"SELECT name, dataset_id, {period} AS period, {', '.join(columns)}"
                   f" FROM rollup_hourly r WHERE {inner}"
-                  " ORDER BY r.name, r.dataset_id, r.hour")  # the primary key's order
+                  " ORDER BY r.name, r.hour")  # ix_rollup_hourly_by_hour's order
     else:
         combined = ", ".join(f"{ROLLUP_FIGURES.get(c, 'sum')}({c}) AS {c}" for c in columns)
         source = (f"SELECT name, dataset_id, {period} AS period, {combined}"
