@@ -352,6 +352,69 @@ def test_the_temporal_api_shows_only_what_is_kept(city: Hub) -> None:
         assert [i["value"] for i in long.json()[TEMPERATURE]] == [30.0, 31.0]
 
 
+def delete_with_history(hub: Hub, name: str) -> str:
+    """A sensor of the one-day dataset with one expired and one kept reading, deleted."""
+    entity_id = sensor(name)
+    create(hub, entity_id, "2026-03-01 00:00")
+    write(hub, "2026-03-15 11:30", [reading(entity_id, "2026-03-10 08:00", 40.0),
+                                    reading(entity_id, "2026-03-15 11:00", 41.0)])
+    hub.entities.clock = lambda: at("2026-03-15 12:00")
+    hub.entities.delete(SYSTEM, entity_id)
+    return entity_id
+
+
+def test_a_deleted_entitys_history_expires_by_its_datasets_retention(city: Hub) -> None:
+    """Not by the uncatalogued dataset's 365 days: the tombstone keeps its dataset."""
+    removed = delete_with_history(city, "short-removed")
+    with city.store.read() as conn:
+        tombstone = city.store.tombstone(conn, removed)
+    assert tombstone is not None
+    assert (tombstone.dataset_id, tombstone.types) == (SHORT, [SENSOR])
+    assert tombstone.deleted_at == at("2026-03-15 12:00")
+
+    run = city.disposal.dispose(SYSTEM)
+    assert history_times(city, removed) == [at("2026-03-15 11:00")]
+    assert rollup_hours(city, removed) == [at("2026-03-15 11:00")]
+    figures = by_dataset(run)
+    # the fixture's seven expired rows of the short dataset, and this entity's one
+    assert (figures[SHORT].history.rows, figures[SHORT].rollup_hours) == (8, 7)
+    assert figures[UNCATALOGUED_ID].history.rows == 2
+    with city.store.read() as conn:
+        assert city.store.tombstone(conn, removed) is not None  # history is left
+
+    # once the rest has expired too, the tombstone goes with it
+    city.disposal.clock = lambda: at("2026-03-20 00:00")
+    city.disposal.dispose(SYSTEM)
+    assert history_times(city, removed) == []
+    with city.store.read() as conn:
+        assert city.store.tombstone(conn, removed) is None
+
+
+def test_a_deleted_entitys_history_is_read_as_its_dataset_allows(city: Hub) -> None:
+    removed = delete_with_history(city, "short-removed")
+    params = {"attrs": TEMPERATURE, "timerel": "after", "timeAt": "2026-03-01T00:00:00Z"}
+    app = create_app(city.settings, hub=city)
+    with TestClient(app, headers=operator_headers(city)) as operator:
+        found = operator.get(f"/ngsi-ld/v1/temporal/entities/{removed}", params=params)
+        assert found.status_code == 200, found.text
+        assert found.json()["type"] == SENSOR
+        assert [i["value"] for i in found.json()[TEMPERATURE]] == [40.0, 41.0]
+        assert operator.get(f"/ngsi-ld/v1/entities/{removed}").status_code == 404
+    with TestClient(app) as anonymous:  # the dataset is internal: same 404 as a live entity
+        for entity_id in (removed, sensor("short-live"), sensor("never-existed")):
+            answer = anonymous.get(f"/ngsi-ld/v1/temporal/entities/{entity_id}",
+                                   params=params)
+            assert answer.status_code == 404, entity_id
+            assert answer.json()["detail"] == f"Entity {entity_id} does not exist."
+
+    # created again, the entity takes its old history over, with its own dataset
+    create(city, removed, "2026-03-15 12:10")
+    with city.store.read() as conn:
+        assert city.store.tombstone(conn, removed) is None
+    city.disposal.dispose(SYSTEM)
+    assert history_times(city, removed) == [at("2026-03-15 11:00")]
+
+
 def test_each_run_is_in_the_audit_trail_and_the_chain_verifies(city: Hub) -> None:
     run = city.disposal.dispose(CDO)
     with city.engine.connect() as conn:

@@ -194,19 +194,21 @@ def test_query_selects_entities_and_counts(client: TestClient) -> None:
     assert by_id[0]["pm25"] == {"type": "Property", "values": [[20, at(10)], [21, at(11)]]}
 
 
-def test_missing_entity_is_404_and_deleted_entity_keeps_history(client: TestClient,
-                                                                 hub: Hub) -> None:
+def test_missing_entity_is_404_and_a_deleted_entitys_history_stays_readable(
+        client: TestClient, hub: Hub) -> None:
     missing = client.get(f"{T}/urn:ngsi-ld:X:none")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
     assert missing.json()["type"].endswith("ResourceNotFound")
     four_hours(client)
     assert client.delete(f"/ngsi-ld/v1/entities/{S1}").status_code == 204
-    # A deleted entity has no dataset left to decide on: users get the 404 of a missing
-    # entity, while its history stays for the hub's own jobs (retention disposes of it).
+    # The deleted entity's history stays, readable by whoever may read its dataset (its
+    # tombstone keeps the dataset and the types); the entity itself is gone.
+    assert client.get(f"/ngsi-ld/v1/entities/{S1}").status_code == 404
     gone = client.get(f"{T}/{S1}", params={"lastN": 1}, headers=ENV_LINK)
-    assert gone.status_code == 404 and gone.json()["detail"] == missing.json()["detail"].replace(
-        "urn:ngsi-ld:X:none", S1)
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["type"] == "Sensor"
+    assert [i["value"] for i in gone.json()["pm25"]] == [13]
     kept = hub.temporal.get_entity(Caller.system("test"), S1, TemporalQuery(last_n=1))
     assert kept.current is None
     pm25 = next(name for name in kept.instances if name.endswith("pm25"))

@@ -202,10 +202,11 @@ def _render(entity: TemporalEntity, terms: TermMap, form: str, sys_attrs: bool,
             query: TemporalQuery, stamps: _Stamps) -> dict[str, Any]:
     """``stamps`` caches formatted period bounds, which repeat across a page's entities."""
     out: dict[str, Any] = {"id": entity.id}
-    current = entity.current
-    if current is not None:  # a deleted entity keeps its history but not its type
-        types = [terms.compact(t) for t in current["type"]]
+    if entity.types:  # unknown only for history deleted before tombstones were kept
+        types = [terms.compact(t) for t in entity.types]
         out["type"] = types[0] if len(types) == 1 else types
+    current = entity.current
+    if current is not None:
         if current.get("scope"):
             out["scope"] = current["scope"]
         if sys_attrs:

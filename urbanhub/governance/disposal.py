@@ -6,7 +6,10 @@ and removes, in this order and each step in short transactions of its own:
 1. on PostgreSQL, history partitions whose every row has expired (DETACH + DROP);
 2. expired history rows, hourly rollups and quality flags;
 3. entities with nothing current within their retention, then expired current values of
-   the entities kept.
+   the entities kept;
+4. tombstones of deleted entities none of whose history is left. A deleted entity's
+   history keeps its dataset through its tombstone, so it expires by that dataset's
+   retention, like the history of the entities that remain.
 
 Then it appends one audit entry per dataset something was removed from, with the counts
 and the time range removed, and one entry for the run. The audit entries are written once
@@ -99,6 +102,9 @@ class DisposalService:
                 self._expire_rows(cutoffs, tally, dry_run, stop)
             if not stop.is_set():
                 self._expire_entities(cutoffs, tally, dry_run, stop)
+            if not (stop.is_set() or dry_run):
+                with self.store.write() as conn:
+                    store.forget_tombstones(conn)
             run = DisposalRun(uuid.uuid4().hex, now, caller.subject, dry_run,
                               not stop.is_set(), tuple(tally.values()), tuple(dropped))
             if not dry_run:

@@ -117,7 +117,7 @@ class EntityService:
 
     def delete(self, caller: Caller, entity_id: str) -> None:
         with self._writing(caller, entity_id) as conn:
-            if not self.store.delete_entity(conn, entity_id):
+            if not self.store.delete_entity(conn, entity_id, self.clock()):
                 raise ResourceNotFound(f"Entity {entity_id} does not exist.")
 
     def append(self, caller: Caller, entity_id: str, fragment: Entity, *,
@@ -214,7 +214,7 @@ class EntityService:
                     if operation == "delete":
                         if not isinstance(item, str):
                             raise BadRequestData("Batch delete takes a list of entity ids.")
-                        if not self.store.delete_entity(conn, item):
+                        if not self.store.delete_entity(conn, item, self.clock()):
                             raise ResourceNotFound(f"Entity {item} does not exist.")
                     else:
                         entity = parse(item)

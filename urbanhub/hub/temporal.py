@@ -161,10 +161,12 @@ class AggregatedSeries:
 
 @dataclass
 class TemporalEntity:
-    """An entity's history; ``current`` is its present state (None once it was deleted)."""
+    """An entity's history; ``current`` is its present state (None once it was deleted),
+    ``types`` its types (a deleted entity's from its tombstone; none when not known)."""
 
     id: str
     current: Entity | None
+    types: list[str] = field(default_factory=list)
     instances: dict[str, list[HistoryInstance]] = field(default_factory=dict)
     aggregates: dict[str, dict[str, AggregatedSeries]] = field(default_factory=dict)
 
@@ -230,23 +232,38 @@ class TemporalService:
 
     def get_entity(self, caller: Caller, entity_id: str, query: TemporalQuery) -> TemporalEntity:
         """One entity's history; 404 when it neither exists nor ever had history, and
-        when the caller may not see it. The history of a deleted entity has no dataset
-        left to decide on, so only the hub's own components read it."""
+        when the caller may not see it. A deleted entity's history is read as its dataset
+        (kept in its tombstone) allows; history with no dataset known (entities deleted
+        before tombstones existed) only by the hub's own components."""
         found = self.queries.lookup(caller, [entity_id])
-        current = found.entities[0] if found.entities else None
-        if current is None:
-            with self.store.read() as conn:
-                kept = SYSTEM_ROLE in caller.roles and history.has_history(conn, entity_id)
-            if not kept:
-                raise self.queries.guard.entity_not_found(entity_id)
-        entity = TemporalEntity(entity_id, current)
-        return self._fill(caller, [entity], query, found.views)[0]
+        if found.entities:
+            entity = TemporalEntity(entity_id, found.entities[0], found.entities[0]["type"])
+            return self._fill(caller, [entity], query, found.views)[0]
+        with self.store.read() as conn:
+            tombstone = self.store.tombstone(conn, entity_id)
+            kept = (tombstone is not None
+                    or (SYSTEM_ROLE in caller.roles and history.has_history(conn, entity_id)))
+        if not kept:
+            raise self.queries.guard.entity_not_found(entity_id)
+        views: dict[str, DatasetView] = {}
+        if tombstone is not None:
+            scope = self.queries.guard.scope(caller)
+            view = scope.views.get(tombstone.dataset_id)
+            if not scope.unrestricted:
+                # Consent is checked on an entity's current subject, which is gone: a
+                # consent-based dataset's deleted entities are not shown.
+                if view is None or view.consent_purpose is not None:
+                    raise self.queries.guard.entity_not_found(entity_id)
+                if view.reshapes:
+                    views[entity_id] = view
+        entity = TemporalEntity(entity_id, None, tombstone.types if tombstone else [])
+        return self._fill(caller, [entity], query, views)[0]
 
     def query(self, caller: Caller, selection: EntityQuery,
               query: TemporalQuery) -> TemporalResult:
         """Entities chosen on their current state, each with its history."""
         found = self.queries.query(caller, selection)
-        entities = [TemporalEntity(e["id"], e) for e in found.entities]
+        entities = [TemporalEntity(e["id"], e, e["type"]) for e in found.entities]
         return TemporalResult(self._fill(caller, entities, query, found.views), found.total)
 
     def rollup_eligible(self, query: TemporalQuery) -> bool:

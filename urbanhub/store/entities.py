@@ -41,7 +41,13 @@ from urbanhub.ngsild.geo import GeoPredicate
 from urbanhub.ngsild.q import AttrHint, HintGroup, QPredicate
 from urbanhub.ngsild.timeutil import parse_datetime
 from urbanhub.store.db import id_sets, lock_sqlite_database, make_engine
-from urbanhub.store.tables import attributes, entities, entity_types, history
+from urbanhub.store.tables import (
+    attributes,
+    entities,
+    entity_tombstones,
+    entity_types,
+    history,
+)
 
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 _POSTGIS_RELATIONS = {"within": "ST_Within", "contains": "ST_Contains",
@@ -66,6 +72,16 @@ class HistoryRow:
     observed_at: datetime
     instance: Instance
     value_num: float | None = None
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A deleted entity whose history may remain: the dataset that history belongs to."""
+
+    entity_id: str
+    dataset_id: str
+    types: list[str]
+    deleted_at: datetime
 
 
 @dataclass
@@ -348,6 +364,9 @@ class EntityStore:
         row = {"id": entity["id"], "types": orjson.dumps(entity["type"]).decode(),
                "scope": orjson.dumps(entity["scope"]).decode() if entity.get("scope") else None,
                "created_at": now, "modified_at": now}
+        # History of an earlier entity of this id now belongs to the new one.
+        conn.execute(delete(entity_tombstones).where(
+            entity_tombstones.c.entity_id == entity["id"]))
         conn.execute(entities.insert().values(**row, **self._bbox_columns(entity),
                                               **self._dataset_column(conn, entity)))
         conn.execute(entity_types.insert(), [{"entity_id": entity["id"], "type": t}
@@ -370,10 +389,28 @@ class EntityStore:
         for among in id_sets(self.dialect, entities.c.id, list(entity_ids)):
             conn.execute(update(entities).where(among).values(modified_at=now))
 
-    def delete_entity(self, conn: Connection, entity_id: str) -> bool:
+    def delete_entity(self, conn: Connection, entity_id: str, now: datetime) -> bool:
+        """Delete the entity's current state and leave a tombstone for its history;
+        False when there is no such entity."""
+        found = conn.execute(select(entities.c.dataset_id, entities.c.types).where(
+            entities.c.id == entity_id)).first()
+        if found is None:
+            return False
+        conn.execute(delete(entity_tombstones).where(entity_tombstones.c.entity_id == entity_id))
+        conn.execute(entity_tombstones.insert().values(
+            entity_id=entity_id, dataset_id=found.dataset_id, types=found.types, deleted_at=now))
         conn.execute(delete(attributes).where(attributes.c.entity_id == entity_id))
         conn.execute(delete(entity_types).where(entity_types.c.entity_id == entity_id))
-        return conn.execute(delete(entities).where(entities.c.id == entity_id)).rowcount > 0
+        conn.execute(delete(entities).where(entities.c.id == entity_id))
+        return True
+
+    def tombstone(self, conn: Connection, entity_id: str) -> Tombstone | None:
+        """What is known of a deleted entity whose history may remain."""
+        row = conn.execute(select(entity_tombstones).where(
+            entity_tombstones.c.entity_id == entity_id)).first()
+        if row is None:
+            return None
+        return Tombstone(row.entity_id, row.dataset_id, orjson.loads(row.types), row.deleted_at)
 
     def put_attributes(self, conn: Connection, entity_id: str,
                        attrs: dict[str, dict[str, Instance]], now: datetime) -> None:

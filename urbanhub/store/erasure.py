@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, delete, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, tuple_
 
 from urbanhub.store.consents import subject_value
 from urbanhub.store.tables import (
@@ -20,6 +20,7 @@ from urbanhub.store.tables import (
     datasets,
     devices,
     entities,
+    entity_tombstones,
     entity_types,
     history,
     quality_flags,
@@ -95,15 +96,18 @@ def delete_entities(conn: Connection, ids: Sequence[str]) -> ErasedEntities:
 def delete_former_values(conn: Connection, names: Sequence[str], subject: str) -> FormerValues:
     """Delete the history instances of ``names`` that name ``subject`` (entities whose value
     changed since, or that no longer exist), with their quality flags; counted per entity's
-    catalog dataset (None for entities that no longer exist).
+    catalog dataset (a deleted entity's from its tombstone; None when neither is known).
 
     Rollups need no change: they sum numbers, and an instance naming a subject holds a
     string, so none of these rows was ever counted in one.
     """
     found = conn.execute(
         select(history.c.entity_id, history.c.name, history.c.dataset_id,
-               history.c.observed_at, entities.c.dataset_id.label("catalog_dataset"))
+               history.c.observed_at, func.coalesce(
+                   entities.c.dataset_id, entity_tombstones.c.dataset_id).label(
+                   "catalog_dataset"))
         .outerjoin(entities, entities.c.id == history.c.entity_id)
+        .outerjoin(entity_tombstones, entity_tombstones.c.entity_id == history.c.entity_id)
         .where(history.c.name.in_(list(names)),
                subject_value(history.c.instance) == subject)).all()
     removed = FormerValues()

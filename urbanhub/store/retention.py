@@ -31,6 +31,7 @@ from urbanhub.store.tables import (
     attributes,
     devices,
     entities,
+    entity_tombstones,
     entity_types,
     history,
     quality_flags,
@@ -75,11 +76,18 @@ def disposal_lock(engine: Engine) -> Iterator[bool]:
 
 def _owned_by(entity_id: ColumnElement[str], owner: str,
               cutoffs: Cutoffs) -> ColumnElement[bool]:
-    """Rows (by their entity id column) that ``owner``'s retention applies to."""
+    """Rows (by their entity id column) that ``owner``'s retention applies to: those of its
+    entities and of its deleted entities (tombstones; an id is never in both)."""
     if owner != UNCATALOGUED_ID:
-        return entity_id.in_(select(entities.c.id).where(entities.c.dataset_id == owner))
-    return not_(exists().where(entities.c.id == entity_id,
-                               entities.c.dataset_id.in_(cutoffs.catalogued)))
+        return entity_id.in_(
+            select(entities.c.id).where(entities.c.dataset_id == owner).union_all(
+                select(entity_tombstones.c.entity_id).where(
+                    entity_tombstones.c.dataset_id == owner)))
+    return and_(
+        not_(exists().where(entities.c.id == entity_id,
+                            entities.c.dataset_id.in_(cutoffs.catalogued))),
+        not_(exists().where(entity_tombstones.c.entity_id == entity_id,
+                            entity_tombstones.c.dataset_id.in_(cutoffs.catalogued))))
 
 
 def _entity_of(owner: str, cutoffs: Cutoffs) -> ColumnElement[bool]:
@@ -136,7 +144,8 @@ def expire_rows_in_range(conn: Connection, column: Column[datetime], cutoffs: Cu
     with_cutoffs = f"WITH cutoffs(dataset_id, cutoff) AS (VALUES {values}) "
     cutoff_params: list[Any] = [v for ident, cut in listed for v in (ident, _sqlite_time(cut))]
     expired = (f" FROM {table} t LEFT JOIN entities e ON e.id = t.entity_id"
-               " LEFT JOIN cutoffs c ON c.dataset_id = e.dataset_id"
+               " LEFT JOIN entity_tombstones d ON d.entity_id = t.entity_id"
+               " LEFT JOIN cutoffs c ON c.dataset_id = coalesce(e.dataset_id, d.dataset_id)"
                f" WHERE t.rowid > ? AND t.rowid <= ? AND t.{time} < coalesce(c.cutoff, ?)")
     range_params = [after, upper, _sqlite_time(cutoffs.at[UNCATALOGUED_ID])]
     found = {
@@ -170,7 +179,8 @@ def history_partitions(conn: Connection) -> list[Partition]:
 
 def partition_census(conn: Connection, partition: Partition, *,
                      lock_timeout_s: float | None) -> dict[str | None, RowSpan]:
-    """Rows of a partition by their entity's dataset (None: the entity is gone).
+    """Rows of a partition by their entity's dataset, a deleted entity's from its
+    tombstone (None: neither is known).
 
     With ``lock_timeout_s`` the partition is first locked against writes (other months stay
     writable) until the transaction ends, so no row can arrive between this census and
@@ -181,9 +191,9 @@ def partition_census(conn: Connection, partition: Partition, *,
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
         conn.exec_driver_sql(f"LOCK TABLE {partition.name} IN SHARE MODE")
     rows = conn.exec_driver_sql(
-        f"SELECT e.dataset_id, count(*), min(h.observed_at), max(h.observed_at)"
-        f" FROM {partition.name} h LEFT JOIN entities e ON e.id = h.entity_id"
-        " GROUP BY e.dataset_id")
+        f"SELECT coalesce(e.dataset_id, d.dataset_id), count(*), min(h.observed_at),"
+        f" max(h.observed_at) FROM {partition.name} h LEFT JOIN entities e ON e.id = h.entity_id"
+        " LEFT JOIN entity_tombstones d ON d.entity_id = h.entity_id GROUP BY 1")
     return {dataset_id: RowSpan(int(count), first, last)
             for dataset_id, count, first, last in rows}
 
@@ -229,6 +239,14 @@ def delete_entities(conn: Connection, ids: Sequence[str]) -> None:
         conn.execute(delete(attributes).where(attributes.c.entity_id.in_(chunk)))
         conn.execute(delete(entity_types).where(entity_types.c.entity_id.in_(chunk)))
         conn.execute(delete(entities).where(entities.c.id.in_(chunk)))
+
+
+def forget_tombstones(conn: Connection) -> int:
+    """Remove the tombstones of deleted entities with nothing left: no history, rollup
+    hours or quality flags (each looked up by its primary key's first column)."""
+    return conn.execute(delete(entity_tombstones).where(*(
+        not_(exists().where(table.c.entity_id == entity_tombstones.c.entity_id))
+        for table in (history, rollup_hourly, quality_flags)))).rowcount
 
 
 def expire_attribute_values(conn: Connection, owner: str, cutoffs: Cutoffs, *,

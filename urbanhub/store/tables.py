@@ -108,6 +108,18 @@ history = Table(
     PrimaryKeyConstraint("entity_id", "name", "dataset_id", "observed_at"),
 )
 
+# An entity deleted while history of it remains: which catalog dataset that history
+# belongs to (its retention, who may read it) and the types to show it with. Removed when
+# an entity of the same id is created again, and by disposal once no history is left.
+entity_tombstones = Table(
+    "entity_tombstones", metadata,
+    Column("entity_id", Text, primary_key=True),
+    Column("dataset_id", Text, nullable=False),
+    Column("types", Text, nullable=False),  # JSON list of expanded type IRIs
+    Column("deleted_at", UTCDateTime, nullable=False),
+)
+Index("ix_entity_tombstones_dataset", entity_tombstones.c.dataset_id)
+
 rollup_hourly = Table(
     "rollup_hourly", metadata,
     Column("entity_id", Text, nullable=False),
