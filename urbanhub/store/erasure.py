@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, tuple_
+from sqlalchemy import Column, ColumnElement, Connection, Table, delete, func, select, tuple_
 
 from urbanhub.store.consents import subject_value
+from urbanhub.store.db import id_sets
 from urbanhub.store.tables import (
     attributes,
     datasets,
@@ -27,8 +28,6 @@ from urbanhub.store.tables import (
     rollup_hourly,
 )
 
-#: Ids per statement: under SQLite's limit of 999 bound parameters.
-_CHUNK = 500
 #: History keys per statement (four parameters each).
 _KEY_CHUNK = 200
 
@@ -73,24 +72,21 @@ def delete_entities(conn: Connection, ids: Sequence[str]) -> ErasedEntities:
     """Delete entities with everything kept about them: current state, types, history,
     hourly rollups, quality flags, and the devices that write them (a device row names its
     entity, so it cannot outlive it)."""
-    counts: Counter[str] = Counter()
-    removed: list[str] = []
-    for start in range(0, len(ids), _CHUNK):
-        part = list(ids[start:start + _CHUNK])
-        counts["history"] += conn.execute(
-            delete(history).where(history.c.entity_id.in_(part))).rowcount
-        counts["rollups"] += conn.execute(
-            delete(rollup_hourly).where(rollup_hourly.c.entity_id.in_(part))).rowcount
-        counts["flags"] += conn.execute(
-            delete(quality_flags).where(quality_flags.c.entity_id.in_(part))).rowcount
-        removed += conn.scalars(select(devices.c.id).where(devices.c.entity_id.in_(part)))
-        conn.execute(delete(devices).where(devices.c.entity_id.in_(part)))
-        conn.execute(delete(attributes).where(attributes.c.entity_id.in_(part)))
-        conn.execute(delete(entity_types).where(entity_types.c.entity_id.in_(part)))
-        counts["entities"] += conn.execute(
-            delete(entities).where(entities.c.id.in_(part))).rowcount
-    return ErasedEntities(counts["entities"], counts["history"], counts["rollups"],
-                          counts["flags"], tuple(sorted(removed)))
+    dialect = conn.dialect.name
+
+    def gone(column: Column[str]) -> int:
+        return sum(conn.execute(delete(column.table).where(among)).rowcount
+                   for among in id_sets(dialect, column, ids))
+
+    history_rows = gone(history.c.entity_id)
+    rollup_hours = gone(rollup_hourly.c.entity_id)
+    flags = gone(quality_flags.c.entity_id)
+    removed = [device for among in id_sets(dialect, devices.c.entity_id, ids)
+               for device in conn.scalars(select(devices.c.id).where(among))]
+    for column in (devices.c.entity_id, attributes.c.entity_id, entity_types.c.entity_id):
+        gone(column)
+    return ErasedEntities(gone(entities.c.id), history_rows, rollup_hours, flags,
+                          tuple(sorted(removed)))
 
 
 def delete_former_values(conn: Connection, names: Sequence[str], subject: str) -> FormerValues:

@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from urbanhub.governance.retention import Cutoffs, Partition, RowSpan
 from urbanhub.model.catalog import UNCATALOGUED_ID
 from urbanhub.model.devices import DeviceStatus
+from urbanhub.store.db import id_sets
 from urbanhub.store.tables import (
     attributes,
     devices,
@@ -47,7 +48,6 @@ DISPOSAL_LOCK_KEY = 0x7572_6268_6469_7370
 _PARTITION_NAME = re.compile(r"history_y\d{4}m\d{2}")
 _BOUNDS = re.compile(r"FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)")
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
-_CHUNK = 900
 
 
 # --- one disposal at a time ---------------------------------------------------------------
@@ -234,11 +234,9 @@ def count_expired_entities(conn: Connection, owner: str, cutoffs: Cutoffs) -> in
 
 def delete_entities(conn: Connection, ids: Sequence[str]) -> None:
     """Delete entities whole: current attributes, types, the entity row."""
-    for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start:start + _CHUNK])
-        conn.execute(delete(attributes).where(attributes.c.entity_id.in_(chunk)))
-        conn.execute(delete(entity_types).where(entity_types.c.entity_id.in_(chunk)))
-        conn.execute(delete(entities).where(entities.c.id.in_(chunk)))
+    for column in (attributes.c.entity_id, entity_types.c.entity_id, entities.c.id):
+        for among in id_sets(conn.dialect.name, column, ids):
+            conn.execute(delete(column.table).where(among))
 
 
 def forget_tombstones(conn: Connection) -> int:
