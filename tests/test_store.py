@@ -75,12 +75,11 @@ def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _plan_nodes(child)
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # PostgreSQL's plans
 def test_a_rollup_read_scans_only_the_hours_asked_for(hub: Hub) -> None:
     """Reading one day of a sensor with more history (and two datasetIds) touches that
     day's rollup entries only: the index bounds the scan by hour instead of filtering
     every hour the sensor has, so the cost does not grow with the length of history."""
-    if hub.engine.dialect.name != "postgresql":
-        pytest.skip("index plans are PostgreSQL's")
     now = datetime.now(UTC)
     sensor = "urn:ngsi-ld:S:long"
     with hub.store.write() as conn:
