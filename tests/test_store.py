@@ -13,7 +13,7 @@ from sqlalchemy import event, func, select
 
 from urbanhub.hub.runtime import Hub
 from urbanhub.store.entities import HistoryRow
-from urbanhub.store.history import rollup_aggregates
+from urbanhub.store.history import instances, rollup_aggregates
 from urbanhub.store.tables import attributes, history, rollup_hourly
 
 PM25 = "https://smartdatamodels.org/dataModel.Environment/pm25"
@@ -118,3 +118,40 @@ def test_a_rollup_read_scans_only_the_hours_asked_for(hub: Hub) -> None:
     # them: with hour right after entity and attribute, only the day's entries are read.
     assert keys == ["entity_id", "name", "hour"]
     assert "hour" in scans[0]["Index Cond"]
+
+
+def test_last_n_gives_the_newest_instances_of_every_series(hub: Hub) -> None:
+    """lastN against an independent computation from every instance in the range: per
+    entity, attribute and datasetId, with and without attributes named and a time range
+    (PostgreSQL reads the newest of each series backwards on the key, SQLite ranks)."""
+    now = datetime.now(UTC)
+    sensors = ["urn:ngsi-ld:S:n1", "urn:ngsi-ld:S:n2", "urn:ngsi-ld:S:n3"]
+    other = "https://smartdatamodels.org/dataModel.Environment/no2"
+    with hub.store.write() as conn:
+        for sensor in sensors:
+            hub.store.insert_entity(conn, {"id": sensor, "type": ["urn:T"], "attrs": {}}, now)
+    rows = [replace(row, name=name, dataset_id=dataset)
+            for sensor, count in zip(sensors[:2], (40, 7), strict=True)
+            for row in readings(sensor, 0, count)
+            for name, dataset in ((PM25, ""), (PM25, "urn:ngsi-ld:Dataset:b"), (other, ""))
+            if not (sensor == sensors[1] and dataset)]
+    write(hub, rows)
+    middle = T0 + timedelta(minutes=10 * 20)
+    with hub.store.read() as conn:
+        for names in (None, [PM25], [PM25, other], [other, "urn:x:absent"]):
+            for start, end in ((None, None), (None, middle), (middle, None),
+                               (T0 + timedelta(minutes=25), middle)):
+                everything = instances(conn, sensors, names, start, end)
+                for last_n in (1, 3, 100):
+                    series: dict[tuple[str, str, str], list[datetime]] = {}
+                    for item in everything:
+                        series.setdefault((item.entity_id, item.name, item.dataset_id),
+                                          []).append(item.observed_at)
+                    expected = sorted((key[0], key[1], moment, key[2])
+                                      for key, moments in series.items()
+                                      for moment in sorted(moments)[-last_n:])
+                    found = instances(conn, sensors, names, start, end, last_n=last_n)
+                    assert [(i.entity_id, i.name, i.observed_at, i.dataset_id)
+                            for i in found] == expected, (names, start, end, last_n)
+                    assert [i.instance["value"] for i in found] == [
+                        float((i.observed_at - T0) // timedelta(minutes=10)) for i in found]
