@@ -123,7 +123,7 @@ def test_a_rollup_read_scans_only_the_hours_asked_for(hub: Hub) -> None:
 def test_last_n_gives_the_newest_instances_of_every_series(hub: Hub) -> None:
     """lastN against an independent computation from every instance in the range: per
     entity, attribute and datasetId, with and without attributes named and a time range
-    (PostgreSQL reads the newest of each series backwards on the key, SQLite ranks)."""
+    (both backends find the series by a skip scan and read each one's newest backwards)."""
     now = datetime.now(UTC)
     sensors = ["urn:ngsi-ld:S:n1", "urn:ngsi-ld:S:n2", "urn:ngsi-ld:S:n3"]
     other = "https://smartdatamodels.org/dataModel.Environment/no2"

@@ -145,11 +145,17 @@ def instances(conn: Connection, entity_ids: Sequence[str], names: Sequence[str] 
               start: datetime | None, end: datetime | None, *,
               timeproperty: str = "observedAt", last_n: int | None = None,
               ) -> list[HistoryInstance]:
-    """Instances with ``start <= t < end``, oldest first; the newest ``last_n`` per attribute."""
+    """Instances with ``start <= t < end``, oldest first; the newest ``last_n`` per attribute.
+
+    lastN over observedAt reads each series' newest instances backwards on the history key
+    (``_newest_postgres``, ``_newest_sqlite``); over modifiedAt, which no index orders,
+    every instance in the range is ranked.
+    """
     if not entity_ids:
         return []
-    if last_n is not None and timeproperty == "observedAt" and conn.dialect.name == "postgresql":
-        return _newest_postgres(conn, entity_ids, names, start, end, last_n)
+    if last_n is not None and timeproperty == "observedAt":
+        newest = _newest_postgres if conn.dialect.name == "postgresql" else _newest_sqlite
+        return newest(conn, entity_ids, names, start, end, last_n)
     time = history.c[TIME_COLUMNS[timeproperty]]
     clauses: list[ColumnElement[bool]] = [history.c.entity_id.in_(list(entity_ids))]
     if names is not None:
@@ -171,6 +177,33 @@ def instances(conn: Connection, entity_ids: Sequence[str], names: Sequence[str] 
                             orjson.loads(r.instance)) for r in rows]
 
 
+def _within(start: datetime | None, end: datetime | None, dialect: str,
+            params: dict[str, Any]) -> str:
+    """`` AND`` clauses keeping observed_at in [start, end), their values put in ``params``."""
+    clause = ""
+    if start is not None:
+        clause += " AND observed_at >= :start"
+        params["start"] = _bound(start, dialect)
+    if end is not None:
+        clause += " AND observed_at < :end"
+        params["end"] = _bound(end, dialect)
+    return clause
+
+
+def _history_instances(rows: Iterable[Any]) -> list[HistoryInstance]:
+    """History rows as instances, by entity, attribute, time and datasetId."""
+    ordered = sorted(rows, key=lambda r: (r.entity_id, r.name, _time(r.observed_at),
+                                          r.dataset_id))
+    return [HistoryInstance(r.entity_id, r.name, r.dataset_id, _utc(r.observed_at),
+                            _utc(r.recorded_at), orjson.loads(r.instance)) for r in ordered]
+
+
+def _utc(value: Any) -> datetime:
+    moment = _time(value)
+    assert moment is not None
+    return moment
+
+
 def _newest_postgres(conn: Connection, entity_ids: Sequence[str], names: Sequence[str] | None,
                      start: datetime | None, end: datetime | None,
                      last_n: int) -> list[HistoryInstance]:
@@ -185,13 +218,7 @@ def _newest_postgres(conn: Connection, entity_ids: Sequence[str], names: Sequenc
     the scan.
     """
     params: dict[str, Any] = {"ids": list(dict.fromkeys(entity_ids)), "last_n": last_n}
-    within = ""
-    if start is not None:
-        within += " AND observed_at >= :start"
-        params["start"] = start
-    if end is not None:
-        within += " AND observed_at < :end"
-        params["end"] = end
+    within = _within(start, end, "postgresql", params)
     if names is not None:
         params["names"] = list(dict.fromkeys(names))
         first = ("SELECT e.id, n.name, f.dataset_id FROM unnest(CAST(:ids AS text[])) AS e(id)"
@@ -215,10 +242,52 @@ def _newest_postgres(conn: Connection, entity_ids: Sequence[str], names: Sequenc
            " (SELECT entity_id, name, dataset_id, observed_at, recorded_at, instance FROM history"
            " WHERE entity_id = s.entity_id AND name = s.name AND dataset_id = s.dataset_id"
            f"{within} ORDER BY observed_at DESC LIMIT :last_n) AS h")
-    rows = sorted(conn.execute(text(sql), params),
-                  key=lambda r: (r.entity_id, r.name, r.observed_at, r.dataset_id))
-    return [HistoryInstance(r.entity_id, r.name, r.dataset_id, r.observed_at, r.recorded_at,
-                            orjson.loads(r.instance)) for r in rows]
+    return _history_instances(conn.execute(text(sql), params))
+
+
+def _newest_sqlite(conn: Connection, entity_ids: Sequence[str], names: Sequence[str] | None,
+                   start: datetime | None, end: datetime | None,
+                   last_n: int) -> list[HistoryInstance]:
+    """_newest_postgres for SQLite, which has no LATERAL: each skip-scan step finds the
+    next key's name and datasetId with two scalar subqueries (both one index descent), and
+    each series' newest rows come by rowid from a subquery with LIMIT. Ids and names come
+    as JSON arrays, so a page of entities needs no bound parameter per id."""
+    params: dict[str, Any] = {"ids": orjson.dumps(list(dict.fromkeys(entity_ids))).decode(),
+                              "last_n": last_n}
+    within = _within(start, end, "sqlite", params)
+
+    def next_key(column: str, after: str) -> str:
+        order = "dataset_id" if names is not None else "name, dataset_id"
+        return (f"(SELECT {column} FROM history h WHERE h.entity_id = s.entity_id{after}"
+                f"{within} ORDER BY {order} LIMIT 1)")
+
+    if names is not None:
+        params["names"] = orjson.dumps(list(dict.fromkeys(names))).decode()
+        same = " AND h.name = s.name"
+        first = ("SELECT e.value, n.value, (SELECT dataset_id FROM history h"
+                 " WHERE h.entity_id = e.value AND h.name = n.value"
+                 f"{within} ORDER BY dataset_id LIMIT 1)"
+                 " FROM json_each(:ids) AS e, json_each(:names) AS n")
+        following = ("SELECT s.entity_id, s.name,"
+                     f" {next_key('dataset_id', same + ' AND h.dataset_id > s.dataset_id')}"
+                     " FROM series s WHERE s.dataset_id IS NOT NULL")
+        found = "s.dataset_id IS NOT NULL"
+    else:
+        after = " AND (h.name, h.dataset_id) > (s.name, s.dataset_id)"
+        first = ("SELECT e.value, (SELECT name FROM history h WHERE h.entity_id = e.value"
+                 f"{within} ORDER BY name, dataset_id LIMIT 1), (SELECT dataset_id FROM history"
+                 f" h WHERE h.entity_id = e.value{within} ORDER BY name, dataset_id LIMIT 1)"
+                 " FROM json_each(:ids) AS e")
+        following = (f"SELECT s.entity_id, {next_key('name', after)},"
+                     f" {next_key('dataset_id', after)} FROM series s WHERE s.name IS NOT NULL")
+        found = "s.name IS NOT NULL"
+    sql = (f"WITH RECURSIVE series(entity_id, name, dataset_id) AS ({first} UNION ALL"
+           f" {following}) SELECT h.entity_id, h.name, h.dataset_id, h.observed_at,"
+           " h.recorded_at, h.instance FROM series s JOIN history h ON h.rowid IN"
+           " (SELECT rowid FROM history WHERE entity_id = s.entity_id AND name = s.name"
+           f" AND dataset_id = s.dataset_id{within} ORDER BY observed_at DESC LIMIT :last_n)"
+           f" WHERE {found}")
+    return _history_instances(conn.execute(text(sql), params))
 
 
 def _filters(column: str, entity_ids: Sequence[str], names: Sequence[str] | None,
