@@ -213,6 +213,13 @@ def test_a_stricter_attribute_is_invisible_everywhere(hub: Hub, client: TestClie
                          params={"attrs": "plate,occupied"}).json()
     assert "plate" not in history and len(history["occupied"]) == 1
     assert _dropped(hub, "parking") == {PLATE}
+    # Deleted, the spot's history is still read through its dataset's view (its tombstone).
+    assert client.delete("/ngsi-ld/v1/entities/urn:ngsi-ld:Spot:s1").status_code == 204
+    kept = client.get("/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:Spot:s1",
+                      params={"attrs": "plate,occupied"})
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["type"] == "Spot"
+    assert "plate" not in kept.json() and len(kept.json()["occupied"]) == 1
 
 
 def _dropped(hub: Hub, dataset_id: str) -> set[str]:
