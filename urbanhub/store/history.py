@@ -212,7 +212,9 @@ def _newest_postgres(conn: Connection, entity_ids: Sequence[str], names: Sequenc
     second for a sensor with a year of minute readings).
 
     The series (entity, attribute, datasetId) are found by a skip scan on the key, one
-    index descent per series: each step asks for the first key after the one found. With
+    index descent per series: each step asks for the first key after the one found. The
+    time range applies to each series' read only: in the skip scan it would walk every
+    instance before the range (a series with nothing in range simply reads nothing). With
     attributes named, the step stays within the attribute (only the datasetId moves): an
     equality on the name beside a row comparison would stop the row comparison bounding
     the scan.
@@ -224,18 +226,18 @@ def _newest_postgres(conn: Connection, entity_ids: Sequence[str], names: Sequenc
         first = ("SELECT e.id, n.name, f.dataset_id FROM unnest(CAST(:ids AS text[])) AS e(id)"
                  " CROSS JOIN unnest(CAST(:names AS text[])) AS n(name) CROSS JOIN LATERAL"
                  " (SELECT dataset_id FROM history WHERE entity_id = e.id AND name = n.name"
-                 f"{within} ORDER BY dataset_id LIMIT 1) AS f")
+                 " ORDER BY dataset_id LIMIT 1) AS f")
         following = ("SELECT s.entity_id, s.name, f.dataset_id FROM series s CROSS JOIN LATERAL"
                      " (SELECT dataset_id FROM history WHERE entity_id = s.entity_id"
-                     f" AND name = s.name AND dataset_id > s.dataset_id{within}"
+                     " AND name = s.name AND dataset_id > s.dataset_id"
                      " ORDER BY dataset_id LIMIT 1) AS f")
     else:
         first = ("SELECT e.id, f.name, f.dataset_id FROM unnest(CAST(:ids AS text[])) AS e(id)"
                  " CROSS JOIN LATERAL (SELECT name, dataset_id FROM history"
-                 f" WHERE entity_id = e.id{within} ORDER BY name, dataset_id LIMIT 1) AS f")
+                 " WHERE entity_id = e.id ORDER BY name, dataset_id LIMIT 1) AS f")
         following = ("SELECT s.entity_id, f.name, f.dataset_id FROM series s CROSS JOIN LATERAL"
                      " (SELECT name, dataset_id FROM history WHERE entity_id = s.entity_id"
-                     f" AND (name, dataset_id) > (s.name, s.dataset_id){within}"
+                     " AND (name, dataset_id) > (s.name, s.dataset_id)"
                      " ORDER BY name, dataset_id LIMIT 1) AS f")
     sql = (f"WITH RECURSIVE series(entity_id, name, dataset_id) AS ({first} UNION ALL"
            f" {following}) SELECT h.* FROM series s CROSS JOIN LATERAL"
@@ -259,14 +261,14 @@ def _newest_sqlite(conn: Connection, entity_ids: Sequence[str], names: Sequence[
     def next_key(column: str, after: str) -> str:
         order = "dataset_id" if names is not None else "name, dataset_id"
         return (f"(SELECT {column} FROM history h WHERE h.entity_id = s.entity_id{after}"
-                f"{within} ORDER BY {order} LIMIT 1)")
+                f" ORDER BY {order} LIMIT 1)")
 
     if names is not None:
         params["names"] = orjson.dumps(list(dict.fromkeys(names))).decode()
         same = " AND h.name = s.name"
         first = ("SELECT e.value, n.value, (SELECT dataset_id FROM history h"
                  " WHERE h.entity_id = e.value AND h.name = n.value"
-                 f"{within} ORDER BY dataset_id LIMIT 1)"
+                 " ORDER BY dataset_id LIMIT 1)"
                  " FROM json_each(:ids) AS e, json_each(:names) AS n")
         following = ("SELECT s.entity_id, s.name,"
                      f" {next_key('dataset_id', same + ' AND h.dataset_id > s.dataset_id')}"
@@ -275,8 +277,8 @@ def _newest_sqlite(conn: Connection, entity_ids: Sequence[str], names: Sequence[
     else:
         after = " AND (h.name, h.dataset_id) > (s.name, s.dataset_id)"
         first = ("SELECT e.value, (SELECT name FROM history h WHERE h.entity_id = e.value"
-                 f"{within} ORDER BY name, dataset_id LIMIT 1), (SELECT dataset_id FROM history"
-                 f" h WHERE h.entity_id = e.value{within} ORDER BY name, dataset_id LIMIT 1)"
+                 " ORDER BY name, dataset_id LIMIT 1), (SELECT dataset_id FROM history"
+                 " h WHERE h.entity_id = e.value ORDER BY name, dataset_id LIMIT 1)"
                  " FROM json_each(:ids) AS e")
         following = (f"SELECT s.entity_id, {next_key('name', after)},"
                      f" {next_key('dataset_id', after)} FROM series s WHERE s.name IS NOT NULL")
