@@ -86,7 +86,12 @@ class QueryService:
 
     def lookup(self, caller: Caller, ids: Sequence[str]) -> QueryResult:
         """The entities of ``ids`` the caller may see (others are simply absent)."""
-        return self._load(self.guard.scope(caller), ids)
+        return self.lookup_in(self.guard.scope(caller), ids)
+
+    def lookup_in(self, scope: ReadScope, ids: Sequence[str]) -> QueryResult:
+        """``lookup`` within a scope the caller already has: one decision (and one audit
+        entry) for a read that also needs the scope itself."""
+        return self._load(scope, ids)
 
     def query(self, caller: Caller, query: EntityQuery) -> QueryResult:
         scope = self.guard.scope(caller)

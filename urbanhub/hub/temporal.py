@@ -162,13 +162,18 @@ class AggregatedSeries:
 @dataclass
 class TemporalEntity:
     """An entity's history; ``current`` is its present state (None once it was deleted),
-    ``types`` its types (a deleted entity's from its tombstone; none when not known)."""
+    ``former_types`` a deleted entity's types, from its tombstone."""
 
     id: str
     current: Entity | None
-    types: list[str] = field(default_factory=list)
+    former_types: list[str] = field(default_factory=list)
     instances: dict[str, list[HistoryInstance]] = field(default_factory=dict)
     aggregates: dict[str, dict[str, AggregatedSeries]] = field(default_factory=dict)
+
+    @property
+    def types(self) -> list[str]:
+        """The entity's types; none for history deleted before tombstones were kept."""
+        return self.current["type"] if self.current is not None else self.former_types
 
 
 @dataclass
@@ -235,9 +240,10 @@ class TemporalService:
         when the caller may not see it. A deleted entity's history is read as its dataset
         (kept in its tombstone) allows; history with no dataset known (entities deleted
         before tombstones existed) only by the hub's own components."""
-        found = self.queries.lookup(caller, [entity_id])
+        scope = self.queries.guard.scope(caller)
+        found = self.queries.lookup_in(scope, [entity_id])
         if found.entities:
-            entity = TemporalEntity(entity_id, found.entities[0], found.entities[0]["type"])
+            entity = TemporalEntity(entity_id, found.entities[0])
             return self._fill(caller, [entity], query, found.views)[0]
         with self.store.read() as conn:
             tombstone = self.store.tombstone(conn, entity_id)
@@ -247,7 +253,6 @@ class TemporalService:
             raise self.queries.guard.entity_not_found(entity_id)
         views: dict[str, DatasetView] = {}
         if tombstone is not None:
-            scope = self.queries.guard.scope(caller)
             view = scope.views.get(tombstone.dataset_id)
             if not scope.unrestricted:
                 # Consent is checked on an entity's current subject, which is gone: a
@@ -263,7 +268,7 @@ class TemporalService:
               query: TemporalQuery) -> TemporalResult:
         """Entities chosen on their current state, each with its history."""
         found = self.queries.query(caller, selection)
-        entities = [TemporalEntity(e["id"], e, e["type"]) for e in found.entities]
+        entities = [TemporalEntity(e["id"], e) for e in found.entities]
         return TemporalResult(self._fill(caller, entities, query, found.views), found.total)
 
     def rollup_eligible(self, query: TemporalQuery) -> bool:
