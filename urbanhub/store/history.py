@@ -177,17 +177,24 @@ def instances(conn: Connection, entity_ids: Sequence[str], names: Sequence[str] 
                             orjson.loads(r.instance)) for r in rows]
 
 
-def _within(start: datetime | None, end: datetime | None, dialect: str,
-            params: dict[str, Any]) -> str:
-    """`` AND`` clauses keeping observed_at in [start, end), their values put in ``params``."""
-    clause = ""
+def _within(column: str, start: datetime | None, end: datetime | None, dialect: str,
+            params: dict[str, Any]) -> list[str]:
+    """Clauses keeping ``column`` in [start, end), their values put in ``params``."""
+    clauses = []
     if start is not None:
-        clause += " AND observed_at >= :start"
+        clauses.append(f"{column} >= :start")
         params["start"] = _bound(start, dialect)
     if end is not None:
-        clause += " AND observed_at < :end"
+        clauses.append(f"{column} < :end")
         params["end"] = _bound(end, dialect)
-    return clause
+    return clauses
+
+
+def _and_within(start: datetime | None, end: datetime | None, dialect: str,
+                params: dict[str, Any]) -> str:
+    """_within on observed_at as `` AND`` text to append to a WHERE."""
+    return "".join(f" AND {clause}" for clause in _within("observed_at", start, end, dialect,
+                                                             params))
 
 
 def _history_instances(rows: Iterable[Any]) -> list[HistoryInstance]:
@@ -220,7 +227,7 @@ def _newest_postgres(conn: Connection, entity_ids: Sequence[str], names: Sequenc
     the scan.
     """
     params: dict[str, Any] = {"ids": list(dict.fromkeys(entity_ids)), "last_n": last_n}
-    within = _within(start, end, "postgresql", params)
+    within = _and_within(start, end, "postgresql", params)
     if names is not None:
         params["names"] = list(dict.fromkeys(names))
         first = ("SELECT e.id, n.name, f.dataset_id FROM unnest(CAST(:ids AS text[])) AS e(id)"
@@ -256,7 +263,7 @@ def _newest_sqlite(conn: Connection, entity_ids: Sequence[str], names: Sequence[
     as JSON arrays, so a page of entities needs no bound parameter per id."""
     params: dict[str, Any] = {"ids": orjson.dumps(list(dict.fromkeys(entity_ids))).decode(),
                               "last_n": last_n}
-    within = _within(start, end, "sqlite", params)
+    within = _and_within(start, end, "sqlite", params)
 
     def next_key(column: str, after: str) -> str:
         order = "dataset_id" if names is not None else "name, dataset_id"
@@ -315,12 +322,7 @@ def _filters(column: str, entity_ids: Sequence[str], names: Sequence[str] | None
     else:
         where = ["entity_id IN :ids"] + (["name IN :names"] if names is not None else [])
         binds = [bindparam(key, expanding=True) for key in ("ids", "names") if key in params]
-    if start is not None:
-        where.append(f"{column} >= :start")
-        params["start"] = _bound(start, dialect)
-    if end is not None:
-        where.append(f"{column} < :end")
-        params["end"] = _bound(end, dialect)
+    where += _within(column, start, end, dialect, params)
     return " AND ".join(where), params, binds
 
 
