@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL = ROOT.parent / "shared" / "external"
 PG_ADMIN = os.environ.get("URBANHUB_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = ("api_keys", "member_roles", "members", "organisations", "audit_log", "dead_letters",
-          "devices", "rollup_hourly", "history", "attributes", "entity_types", "entities",
+          "devices", "rollup_hourly", "rollup_daily", "entity_tombstones", "history",
+          "attributes", "entity_types", "entities",
           "datasets", "purposes", "catalog_revision", "device_revision", "quality_rules",
           "quality_flags", "grants", "data_use_decisions", "data_use_requests",
           "grant_revision", "consents")

@@ -47,8 +47,9 @@ from urbanhub.model.governance import (
     LegalBasis,
     OrganisationKind,
 )
+from urbanhub.store import history as history_reads
 from urbanhub.store.entities import HistoryRow
-from urbanhub.store.tables import attributes, entities, history, rollup_hourly
+from urbanhub.store.tables import attributes, entities, history, rollup_daily, rollup_hourly
 
 NOW = datetime(2026, 3, 15, 12, 30, tzinfo=UTC)
 SENSOR = "https://example.org/Sensor"
@@ -325,6 +326,42 @@ def test_disposal_removes_expired_data_and_keeps_the_rest(city: Hub) -> None:
     # a second run finds nothing left to remove
     again = city.disposal.dispose(SYSTEM)
     assert not any(d.removed_anything for d in again.datasets)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # day rows: PostgreSQL
+def test_compacted_rollup_days_expire_as_their_hours_did(city: Hub) -> None:
+    """Whole day rows before the cut-off go, and the day the cut-off falls in loses the
+    hours before it; the counts are those of the hourly rows the days were made of."""
+    short_live = sensor("short-live")
+    write(city, "2026-03-15 11:40", [reading(short_live, "2026-03-14 13:00", 14.0)])
+    city.compaction.run(city.compaction.pending_days(at("2026-03-16 00:00")))
+    assert count_rows(city, rollup_hourly) == 0
+
+    dry = city.disposal.dispose(CDO_READ_ONLY, dry_run=True)
+    run = city.disposal.dispose(SYSTEM)
+    figures = by_dataset(run)
+    assert by_dataset(dry)[SHORT].rollup_hours == figures[SHORT].rollup_hours == 3 + 2 + 1
+    assert figures[UNCATALOGUED_ID].rollup_hours == 2
+    assert figures[LONG].rollup_hours == 0
+    with city.store.read() as conn:
+        days = {(row.entity_id, row.day): (row.hours, row.n, row.total)
+                for row in conn.execute(select(rollup_daily))}
+        kept = history_reads.rollup_aggregates(
+            conn, [short_live], [TEMPERATURE], at("2026-03-14 00:00"), at("2026-03-16 00:00"),
+            origin=at("2026-03-14 00:00"), step_us=3_600_000_000)
+    assert days == {
+        (short_live, at("2026-03-14 00:00")): ([13], [1], [14.0]),  # 09:00 trimmed away
+        (short_live, at("2026-03-15 00:00")): ([11], [1], [13.0]),
+        (sensor("long-a"), at("2026-01-15 00:00")): ([7], [1], [30.0]),
+        (sensor("long-a"), at("2026-03-15 00:00")): ([11], [1], [31.0])}
+    assert [(s.periods, s.total) for s in kept] == [((13, 35), (14.0, 13.0))]
+    again = city.disposal.dispose(SYSTEM)
+    assert not any(d.removed_anything for d in again.datasets)
+
+
+def count_rows(hub: Hub, table: Any) -> int:
+    with hub.store.read() as conn:
+        return int(conn.scalar(select(func.count()).select_from(table)) or 0)
 
 
 def test_a_retired_device_no_longer_keeps_its_entity(city: Hub) -> None:

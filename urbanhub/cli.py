@@ -86,6 +86,37 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     console.print(f"database {_redacted(settings.database_url)}: {before or 'empty'} -> {after}")
 
 
+@db_app.command("compact")
+def db_compact(before: str | None = typer.Option(
+        None, help="Compact the days that ended by this UTC date (YYYY-MM-DD); default: "
+                   "those that ended more than a day ago, as the schedule inside `serve` "
+                   "does.")) -> None:
+    """Fold the hourly rollups of past days into one row per sensor and day (PostgreSQL):
+    city-wide aggregates over those days read a twenty-fourth of the rows."""
+    from datetime import UTC, datetime
+
+    with _hub() as hub:
+        if not hub.compaction.supported:
+            output.print("SQLite keeps every hour in rollup_hourly: nothing to compact.")
+            return
+        until = None
+        if before is not None:
+            try:
+                until = datetime.strptime(before, "%Y-%m-%d").replace(tzinfo=UTC)
+            except ValueError as exc:
+                console.print(f"[red]--before:[/] {before!r} is not a date (YYYY-MM-DD)",
+                              highlight=False)
+                raise typer.Exit(2) from exc
+        days = hub.compaction.pending_days(until)
+        with Progress(TextColumn("compacting rollups"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("compact", total=len(days))
+            done = hub.compaction.run(days, done=lambda _day: progress.advance(task))
+    hours = sum(day.hours for day in done)
+    output.print(f"compacted {len(done):,} days: {hours:,} hourly rollups into "
+                 f"{sum(day.rows for day in done):,} day rows")
+
+
 @audit_app.command("verify")
 def audit_verify(anchor: Path | None = typer.Option(
         None, exists=True, dir_okay=False,

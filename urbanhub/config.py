@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     ingest_batch_size: int = 5000
     ingest_flush_interval_s: float = 0.2
     disposal_interval_s: float = 3600.0  # disposal inside `serve`; 0 disables it
+    compaction_interval_s: float = 3600.0  # rollup compaction inside `serve`; 0 disables it
     log_format: str = "auto"  # "json", "console" or "auto" (console when a terminal)
     log_level: str = "INFO"
     # OpenID Connect: bearer tokens of this issuer, for this audience, signed by a key of the

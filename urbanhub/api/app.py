@@ -43,14 +43,14 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         app.state.broker_status = adapter.status if adapter else _mqtt_disabled
         if adapter is not None:
             adapter.start()  # connects in the background; HTTP serves even if the broker is down
-        disposal = hub.disposal_schedule()
-        if disposal is not None:
-            disposal.start()
+        jobs = [job for job in (hub.disposal_schedule(), hub.compaction_schedule()) if job]
+        for job in jobs:
+            job.start()
         try:
             yield
         finally:
-            if disposal is not None:
-                await run_in_threadpool(disposal.stop)  # a run in progress ends its step
+            for job in jobs:
+                await run_in_threadpool(job.stop)  # a run in progress ends its step
             if adapter is not None:
                 await run_in_threadpool(adapter.stop)  # commits and acknowledges what is buffered
 

@@ -4,7 +4,8 @@ A run reads the catalog, computes each dataset's cut-off (``urbanhub.governance.
 and removes, in this order and each step in short transactions of its own:
 
 1. on PostgreSQL, history partitions whose every row has expired (DETACH + DROP);
-2. expired history rows, hourly rollups and quality flags;
+2. expired history rows, hourly rollups (on PostgreSQL also the expired hours of
+   compacted rollup days) and quality flags;
 3. entities with nothing current within their retention, then expired current values of
    the entities kept;
 4. tombstones of deleted entities none of whose history is left. A deleted entity's
@@ -50,6 +51,7 @@ from urbanhub.model.errors import Conflict
 from urbanhub.model.governance import Role
 from urbanhub.model.identity import Scope, authorise
 from urbanhub.ngsild.timeutil import utcnow
+from urbanhub.periodic import PeriodicJob
 from urbanhub.store import retention as store
 from urbanhub.store.audit import AuditLog
 from urbanhub.store.catalog import list_datasets
@@ -187,6 +189,13 @@ class DisposalService:
                     figures.rollup_hours += span.rows
                 else:
                     figures.quality_flags += span.rows
+        if self.store.dialect == "postgresql":  # compacted rollup days (store.rollups)
+            for owner in cutoffs.at:
+                if stop.is_set():
+                    break
+                with self._transaction(dry_run) as conn:
+                    tally[owner].rollup_hours += store.expire_rollup_days(
+                        conn, owner, cutoffs, delete_rows=not dry_run)
 
     def _expire_rows_by_dataset(self, column: Column[datetime], cutoffs: Cutoffs,
                                 dry_run: bool, stop: threading.Event) -> dict[str, RowSpan]:
@@ -234,47 +243,21 @@ class DisposalService:
                     conn, owner, cutoffs, delete_rows=True)
 
 
-class DisposalSchedule:
-    """Runs disposal every ``interval_s`` seconds in a background thread of the server.
+class DisposalSchedule(PeriodicJob):
+    """Runs disposal every ``interval_s`` seconds inside ``urbanhub serve``."""
 
-    The first run comes one interval after start, so a server that restarts often does
-    not dispose on every start. ``stop`` asks a run in progress to end after its current
-    step and waits for the thread.
-    """
+    name = "disposal"
 
     def __init__(self, service: DisposalService, interval_s: float) -> None:
+        super().__init__(interval_s)
         self.service = service
-        self.interval_s = interval_s
         self.caller = Caller.system("disposal-schedule")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="urbanhub-disposal",
-                                        daemon=True)
-        self._thread.start()
-        log.info("disposal scheduled every %s s", self.interval_s)
-
-    def stop(self, timeout_s: float = 60.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.warning("disposal run still busy after %s s; leaving it", timeout_s)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.run_once()
 
     def run_once(self) -> DisposalRun | None:
         """One run, logged; failures are logged and the schedule carries on."""
         started = time.monotonic()
         try:
-            run = self.service.dispose(self.caller, stop=self._stop)
+            run = self.service.dispose(self.caller, stop=self.stopping)
         except Conflict as exc:
             log.info("disposal skipped: %s", exc.detail)
             return None

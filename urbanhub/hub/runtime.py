@@ -17,6 +17,7 @@ from urbanhub.governance.oidc import OidcVerifier
 from urbanhub.governance.pseudonymise import load_pseudonymiser
 from urbanhub.governance.quality_service import QualityService
 from urbanhub.governance.requests import DataUseRequests, GrantService
+from urbanhub.hub.compaction import CompactionSchedule, RollupCompaction
 from urbanhub.hub.entities import EntityService
 from urbanhub.hub.metrics import Metrics
 from urbanhub.hub.query import QueryService
@@ -65,6 +66,7 @@ class Hub:
                                           OidcVerifier.from_settings(settings))
         self.disposal = DisposalService(self.store, self.audit)
         self.erasures = ErasureService(self.store, self.audit)
+        self.compaction = RollupCompaction(self.store)
 
     def mqtt_adapter(self) -> MqttAdapter | None:
         """The MQTT subscription the settings ask for; None when MQTT is disabled."""
@@ -76,6 +78,13 @@ class Hub:
         """The periodic disposal the settings ask for; None when it is disabled (0)."""
         interval = self.settings.disposal_interval_s
         return DisposalSchedule(self.disposal, interval) if interval > 0 else None
+
+    def compaction_schedule(self) -> CompactionSchedule | None:
+        """Periodic rollup compaction: PostgreSQL only, None when disabled (0)."""
+        interval = self.settings.compaction_interval_s
+        if interval <= 0 or not self.compaction.supported:
+            return None
+        return CompactionSchedule(self.compaction, interval)
 
     def upgrade_schema(self) -> None:
         upgrade(self.engine)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Connection, Table, delete, func, select, tuple_
 
+from urbanhub.store import rollups
 from urbanhub.store.consents import subject_value
 from urbanhub.store.db import id_sets
 from urbanhub.store.tables import (
@@ -25,6 +26,7 @@ from urbanhub.store.tables import (
     entity_types,
     history,
     quality_flags,
+    rollup_daily,
     rollup_hourly,
 )
 
@@ -70,8 +72,8 @@ def entities_naming(conn: Connection, names: Sequence[str], subject: str) -> dic
 
 def delete_entities(conn: Connection, ids: Sequence[str]) -> ErasedEntities:
     """Delete entities with everything kept about them: current state, types, history,
-    hourly rollups, quality flags, and the devices that write them (a device row names its
-    entity, so it cannot outlive it)."""
+    rollups (hourly and compacted days), quality flags, and the devices that write them (a
+    device row names its entity, so it cannot outlive it)."""
     dialect = conn.dialect.name
 
     def gone(column: Column[str]) -> int:
@@ -80,6 +82,9 @@ def delete_entities(conn: Connection, ids: Sequence[str]) -> ErasedEntities:
 
     history_rows = gone(history.c.entity_id)
     rollup_hours = gone(rollup_hourly.c.entity_id)
+    if dialect == "postgresql":
+        rollup_hours += sum(rollups.delete_days_of(conn, among)
+                            for among in id_sets(dialect, rollup_daily.c.entity_id, ids))
     flags = gone(quality_flags.c.entity_id)
     removed = [device for among in id_sets(dialect, devices.c.entity_id, ids)
                for device in conn.scalars(select(devices.c.id).where(among))]

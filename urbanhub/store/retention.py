@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from urbanhub.governance.retention import Cutoffs, Partition, RowSpan
 from urbanhub.model.catalog import UNCATALOGUED_ID
 from urbanhub.model.devices import DeviceStatus
+from urbanhub.store import rollups
 from urbanhub.store.db import id_sets
 from urbanhub.store.tables import (
     attributes,
@@ -36,6 +37,7 @@ from urbanhub.store.tables import (
     entity_types,
     history,
     quality_flags,
+    rollup_daily,
     rollup_hourly,
 )
 
@@ -239,12 +241,23 @@ def delete_entities(conn: Connection, ids: Sequence[str]) -> None:
             conn.execute(delete(column.table).where(among))
 
 
+def expire_rollup_days(conn: Connection, owner: str, cutoffs: Cutoffs, *,
+                       delete_rows: bool) -> int:
+    """PostgreSQL: remove (or count) the expired hours of compacted day rollups for
+    ``owner``; returns the hours."""
+    return rollups.expire_days(conn, _owned_by(rollup_daily.c.entity_id, owner, cutoffs),
+                               cutoffs.at[owner], delete_rows=delete_rows)
+
+
 def forget_tombstones(conn: Connection) -> int:
     """Remove the tombstones of deleted entities with nothing left: no history, rollup
     hours or quality flags (each looked up by its primary key's first column)."""
+    tables = [history, rollup_hourly, quality_flags]
+    if conn.dialect.name == "postgresql":
+        tables.append(rollup_daily)
     return conn.execute(delete(entity_tombstones).where(*(
         not_(exists().where(table.c.entity_id == entity_tombstones.c.entity_id))
-        for table in (history, rollup_hourly, quality_flags)))).rowcount
+        for table in tables))).rowcount
 
 
 def expire_attribute_values(conn: Connection, owner: str, cutoffs: Cutoffs, *,

@@ -23,10 +23,12 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -134,6 +136,24 @@ rollup_hourly = Table(
     PrimaryKeyConstraint("entity_id", "name", "dataset_id", "hour"),
 )
 Index("ix_rollup_hourly_hour", rollup_hourly.c.hour)
+
+# PostgreSQL only (migration 0012): the hours of complete past days, moved here from
+# rollup_hourly by compaction (urbanhub.store.rollups). ``hours`` holds each hour's offset
+# from ``day`` (0-23, ascending); the other arrays hold that hour's figures, in step.
+rollup_daily = Table(
+    "rollup_daily", metadata,
+    Column("entity_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("dataset_id", Text, nullable=False),
+    Column("day", UTCDateTime, nullable=False),
+    Column("hours", postgresql.ARRAY(SmallInteger), nullable=False),
+    Column("n", postgresql.ARRAY(Integer), nullable=False),
+    Column("total", postgresql.ARRAY(Float), nullable=False),
+    Column("total_sq", postgresql.ARRAY(Float), nullable=False),
+    Column("minimum", postgresql.ARRAY(Float), nullable=False),
+    Column("maximum", postgresql.ARRAY(Float), nullable=False),
+    PrimaryKeyConstraint("entity_id", "name", "day", "dataset_id"),
+)
 
 # Devices (urbanhub.ingest.devices): the mapping a device writes with, and its governance.
 # ``risk_tier`` is the tier in force (the override's, else derived from the attributes'
