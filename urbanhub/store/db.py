@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Connection, Engine, Text, any_, bindparam, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
@@ -45,8 +46,16 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
     # than the hub's index-driven queries themselves (a page of hourly aggregates: ~as
     # much as the query).
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
-                         connect_args={"options": "-c timezone=UTC -c jit=off"}, **options)
+    engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                           connect_args={"options": "-c timezone=UTC -c jit=off"}, **options)
+
+    @event.listens_for(engine, "connect")
+    def _binary_lists(dbapi_connection: Any, _record: Any) -> None:
+        # Lists (the id arrays of a page's reads) go as binary arrays: psycopg's text dumper
+        # runs a regular expression on every element to quote it, 3 ms for 1,000 ids.
+        dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
+
+    return engine
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -315,21 +315,23 @@ class EntityStore:
         rows = self._entity_rows.add_columns(
             attributes.c.name, attributes.c.dataset_id.label("attribute_dataset"),
             attributes.c.instance).select_from(entities.outerjoin(attributes, joined))
+        # Rows as plain tuples, fetched at once: attribute access on SQLAlchemy rows and
+        # fetching them one by one took half the time of a 1,000-entity page.
         for of_entity in id_sets(self.dialect, entities.c.id, ids):
-            for row in conn.execute(rows.where(of_entity)):
-                entity = loaded.get(row.id)
+            for (entity_id, types, scope, dataset_id, created_at, modified_at, name,
+                 attribute_dataset, instance) in conn.execute(rows.where(of_entity)).all():
+                entity = loaded.get(entity_id)
                 if entity is None:
-                    entity = loaded[row.id] = {
-                        "id": row.id, "type": orjson.loads(row.types),
-                        "createdAt": row.created_at, "modifiedAt": row.modified_at,
-                        "attrs": {}}
-                    if row.scope:
-                        entity["scope"] = orjson.loads(row.scope)
+                    entity = loaded[entity_id] = {
+                        "id": entity_id, "type": orjson.loads(types),
+                        "createdAt": created_at, "modifiedAt": modified_at, "attrs": {}}
+                    if scope:
+                        entity["scope"] = orjson.loads(scope)
                     if datasets is not None:
-                        datasets[row.id] = row.dataset_id
-                if row.name is not None:
-                    entity["attrs"].setdefault(row.name, {})[row.attribute_dataset] = (
-                        orjson.loads(row.instance))
+                        datasets[entity_id] = dataset_id
+                if name is not None:
+                    entity["attrs"].setdefault(name, {})[attribute_dataset] = (
+                        orjson.loads(instance))
         return {i: loaded[i] for i in ids if i in loaded}
 
     def type_counts(self, conn: Connection, datasets: Sequence[str] | None = None,

@@ -455,8 +455,7 @@ def _rollup_days(conn: Connection, ids: list[str], names: Sequence[str] | None,
     one series per row, in the order of ``ids``, then attribute, datasetId and day.
 
     Fetched in binary straight from psycopg: its C loaders parse the arrays in half the
-    time of text, SQLAlchemy's ARRAY processing cost more than the query, and the ids go
-    in binary too (``%b``): the text dumper runs a regular expression on each.
+    time of text, and SQLAlchemy's ARRAY processing cost more than the query.
     """
     params: dict[str, Any] = {"ids": ids, "origin": origin_s}
     clauses = ["d.entity_id = e.id"]
@@ -471,7 +470,7 @@ def _rollup_days(conn: Connection, ids: list[str], names: Sequence[str] | None,
         params["end"] = end
     sql = ("SELECT e.id, d.name, d.dataset_id, CAST(date_part('epoch', d.day) AS bigint),"
            f" d.hours, d.n{''.join(f', d.{f}' for f in figures)}"
-           " FROM unnest(CAST(%(ids)b AS text[])) WITH ORDINALITY AS e(id, pos)"
+           " FROM unnest(CAST(%(ids)s AS text[])) WITH ORDINALITY AS e(id, pos)"
            f" JOIN rollup_daily d ON {' AND '.join(clauses)}"
            " ORDER BY e.pos, d.name, d.dataset_id, d.day")
     with conn.connection.driver_connection.cursor(binary=True) as cursor:  # type: ignore[union-attr]
@@ -502,8 +501,10 @@ def _rollup_days(conn: Connection, ids: list[str], names: Sequence[str] | None,
         counts = tuple(n)
         total, total_sq, minimum, maximum = (
             empty if pick is None else tuple(columns[pick]) for pick in picks)
-        found.append(PeriodSeries(entity_id, name, dataset_id, periods, counts, empty, counts,
-                                  total, total_sq, minimum, maximum, empty, empty))
+        series = PeriodSeries(entity_id, name, dataset_id, periods, counts, empty, counts,
+                              total, total_sq, minimum, maximum, empty, empty)
+        # Periods longer than an hour take several hours of the row: fold them into one.
+        found.append(series if step_s == 3600 else _combined([series]))
     return found
 
 
@@ -515,8 +516,9 @@ def _with_days(hourly: list[PeriodSeries], days: list[PeriodSeries],
     def key(series: PeriodSeries) -> tuple[str, str, str]:
         return series.entity_id, series.name, series.dataset_id
 
-    if not hourly:  # days come in key order
-        return [_combined(list(parts)) for _, parts in groupby(days, key=key)]
+    if not hourly:  # days come in key order, one row a day for most series
+        return [parts[0] if len(parts) == 1 else _combined(parts)
+                for parts in (list(group) for _, group in groupby(days, key=key))]
     parts: dict[tuple[str, str, str], list[PeriodSeries]] = {}
     for series in (*days, *hourly):
         parts.setdefault(key(series), []).append(series)
@@ -526,14 +528,15 @@ def _with_days(hourly: list[PeriodSeries], days: list[PeriodSeries],
 
 
 def _combined(parts: list[PeriodSeries]) -> PeriodSeries:
-    """One series from parts of it: periods in order, each period's figures combined.
-    Parts that follow one another without sharing a period (days of hourly periods) are
+    """One series from parts of it, oldest period first, each period's figures combined.
+    Parts one after the other without a shared period (the days of hourly periods) are
     joined as they are."""
     only = parts[0]
-    periods = tuple(period for part in parts for period in part.periods)
-    if all(a < b for a, b in pairwise(periods)):
-        if len(parts) == 1:
-            return only
+    if len(parts) == 1 and all(a < b for a, b in pairwise(only.periods)):
+        return only
+    if all(a.periods[-1] < b.periods[0] for a, b in pairwise(parts)) and all(
+            a < b for part in parts for a, b in pairwise(part.periods)):
+        periods = tuple(period for part in parts for period in part.periods)
         n, total, total_sq, minimum, maximum = (
             tuple(value for part in parts for value in getattr(part, column))
             for column in ("n", "total", "total_sq", "minimum", "maximum"))
