@@ -222,6 +222,40 @@ def test_a_stricter_attribute_is_invisible_everywhere(hub: Hub, client: TestClie
     assert "plate" not in kept.json() and len(kept.json()["occupied"]) == 1
 
 
+def test_aggregates_of_a_stricter_attribute_stay_hidden(hub: Hub, client: TestClient) -> None:
+    """A vehicle's speed is personal in an internal dataset: an operator's hourly sums of
+    the vehicles (rollups read while the entities load) show the load, never the speed."""
+    fleet = Dataset(id="fleet", owner="city", steward="fleet-steward",
+                    classification=Classification.INTERNAL, licence="",
+                    purposes=frozenset({"city-operations"}), legal_basis=LegalBasis.PUBLIC_TASK,
+                    retention=timedelta(days=30),
+                    attribute_classes={SPEED: Classification.PERSONAL},
+                    entity_types=frozenset({VOCAB + "Van"}),
+                    rules=(AssignmentRule(entity_type=VOCAB + "Van"),))
+    hub.catalog.load(SYSTEM, [], [fleet])
+    for number in (1, 2):
+        van = {"id": f"urn:ngsi-ld:Van:v{number}", "type": "Van"}
+        for name, value in (("speed", 50.0 * number), ("load", 3.0 * number)):
+            van[name] = [{"type": "Property", "value": value + minute,
+                          "observedAt": f"2025-06-01T10:{minute:02d}:00Z"} for minute in (5, 35)]
+        created = client.post("/ngsi-ld/v1/temporal/entities", json=van)
+        assert created.status_code == 201, created.text
+    params = {"type": "Van", "options": "aggregatedValues", "aggrMethods": "sum",
+              "aggrPeriodDuration": "PT1H", "timerel": "between",
+              "timeAt": "2025-06-01T10:00:00Z", "endTimeAt": "2025-06-01T12:00:00Z"}
+    for attrs in ("speed,load", "speed", None):
+        asked = dict(params, attrs=attrs) if attrs else params
+        found = client.get("/ngsi-ld/v1/temporal/entities", params=asked)
+        assert found.status_code == 200, found.text
+        vans = found.json()
+        assert [van["id"] for van in vans] == (
+            [] if attrs == "speed" else ["urn:ngsi-ld:Van:v1", "urn:ngsi-ld:Van:v2"])
+        for number, van in enumerate(vans, start=1):
+            assert "speed" not in van
+            assert van["load"]["sum"] == [[6.0 * number + 40, "2025-06-01T10:00:00.000Z",
+                                           "2025-06-01T11:00:00.000Z"]]
+
+
 def _dropped(hub: Hub, dataset_id: str) -> set[str]:
     """What the decision for the client fixture's operator drops from a dataset."""
     operator = hub.identities.authenticate_api_key(member_key(hub, "operator", Role.OPERATOR))

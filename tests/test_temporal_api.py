@@ -322,6 +322,43 @@ def test_rollup_path_equals_raw_path(client: TestClient,
     assert not hub.temporal.rollup_eligible(TemporalQuery(query.time, aggregation=with_distinct))
 
 
+def test_named_attributes_have_their_rollups_read_alongside_the_entities(
+        client: TestClient, two_sensors: dict[str, list[tuple[datetime, float]]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With attrs, rollups are read while the page loads; what comes back is what raw
+    history gives, also once an entity's attribute holds text now (then no rollups)."""
+    hub: Hub = client.app.state.hub  # type: ignore[attr-defined]
+    read_early = []
+    original = hub.temporal._read_rollups
+    monkeypatch.setattr(hub.temporal, "_read_rollups",
+                        lambda *args: read_early.append(args[0]) or original(*args))
+    params = {"type": "Sensor", "attrs": "pm25,no2", "options": "aggregatedValues",
+              "aggrMethods": ROLLUP, "aggrPeriodDuration": "PT3H", "timerel": "between",
+              "timeAt": at(0), "endTimeAt": at(30)}
+
+    def both_paths() -> tuple[list[Any], list[Any]]:
+        fast = client.get(T, params=params, headers=ENV_LINK).json()
+        hub.temporal.use_rollups = False
+        try:
+            return fast, client.get(T, params=params, headers=ENV_LINK).json()
+        finally:
+            hub.temporal.use_rollups = True
+
+    fast, raw = both_paths()
+    assert read_early == [[S1, S2]]
+    assert [e["id"] for e in fast] == [S1, S2] and "no2" not in fast[0]
+    for quick, slow in zip(fast, raw, strict=True):
+        for method in ROLLUP.split(","):
+            assert _close(quick["pm25"][method], slow["pm25"][method]), method
+    text_now = client.patch(f"/ngsi-ld/v1/entities/{S2}/attrs",
+                            json={"pm25": reading("sensor fault", at(47))}, headers=ENV_LINK)
+    assert text_now.status_code == 204
+    fast, raw = both_paths()
+    assert len(read_early) == 2  # read, then set aside: pm25 is no longer all numbers
+    assert fast == raw
+    assert fast[1]["pm25"]["totalCount"][0][0] == raw[1]["pm25"]["totalCount"][0][0] > 0
+
+
 def test_aggregates_keep_entities_attributes_and_datasets_apart(client: TestClient) -> None:
     """Several entities, attributes and datasetIds in one query, on both paths, with lastN."""
     other = "urn:ngsi-ld:Dataset:b"

@@ -93,7 +93,13 @@ class QueryService:
         entry) for a read that also needs the scope itself."""
         return self._load(scope, ids)
 
-    def query(self, caller: Caller, query: EntityQuery) -> QueryResult:
+    def query(self, caller: Caller, query: EntityQuery, *,
+              selected: Callable[[list[str]], object] | None = None) -> QueryResult:
+        """The page of entities ``query`` selects, as the caller may see them.
+
+        ``selected`` hears the page's ids (when SQL alone selects them) before they are
+        loaded, so a caller can start reading more about them meanwhile.
+        """
         scope = self.guard.scope(caller)
         flt = query.store_filter()
         flt.datasets = scope.dataset_ids
@@ -111,6 +117,8 @@ class QueryService:
         with self.store.read() as conn:
             if not predicates:
                 ids = self.store.select_ids(conn, flt, limit=query.limit, offset=query.offset)
+                if selected is not None and ids:
+                    selected(ids)
                 total = self.store.count(conn, flt) if query.count else None
                 loaded = self._load(scope, ids, query.project, conn) if ids else QueryResult(
                     [], None)

@@ -91,6 +91,7 @@ class Hub:
         self.store.detect_features()
 
     def close(self) -> None:
+        self.temporal.close()
         self.decisions.close()
         self.store.close()
         self.engine.dispose()

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import isodate
+from sqlalchemy import Connection
 
 from urbanhub.governance.enforcement import DatasetView, check_write, pseudonymise_instance
 from urbanhub.governance.pseudonymise import Pseudonymiser
@@ -232,6 +234,10 @@ class TemporalService:
         self.validator = validator
         self.clock = clock
         self.use_rollups = True
+        self._prefetch = ThreadPoolExecutor(max_workers=4, thread_name_prefix="urbanhub-rollups")
+
+    def close(self) -> None:
+        self._prefetch.shutdown(wait=True)
 
     # --- retrieval -------------------------------------------------------------------
 
@@ -266,10 +272,23 @@ class TemporalService:
 
     def query(self, caller: Caller, selection: EntityQuery,
               query: TemporalQuery) -> TemporalResult:
-        """Entities chosen on their current state, each with its history."""
-        found = self.queries.query(caller, selection)
+        """Entities chosen on their current state, each with its history.
+
+        With the attributes named, their rollups are read on a second connection while
+        the entities load: the database works on one while Python parses the other.
+        """
+        early: list[Future[list[PeriodSeries]]] = []
+        attrs = query.attrs
+
+        def read_rollups(ids: list[str]) -> None:
+            assert attrs is not None
+            early.append(self._prefetch.submit(self._read_rollups, ids, attrs, query))
+
+        eager = attrs is not None and self.rollup_eligible(query)
+        found = self.queries.query(caller, selection, selected=read_rollups if eager else None)
         entities = [TemporalEntity(e["id"], e) for e in found.entities]
-        return TemporalResult(self._fill(caller, entities, query, found.views), found.total)
+        return TemporalResult(self._fill(caller, entities, query, found.views,
+                                         early[0] if early else None), found.total)
 
     def rollup_eligible(self, query: TemporalQuery) -> bool:
         """Whether the hourly rollups give exactly what raw history would for this query."""
@@ -285,46 +304,67 @@ class TemporalService:
                      or (step is not None and history.micros(_EPOCH + step) % _HOUR_US == 0)))
 
     def _fill(self, caller: Caller, entities: list[TemporalEntity], query: TemporalQuery,
-              views: Mapping[str, DatasetView]) -> list[TemporalEntity]:
+              views: Mapping[str, DatasetView],
+              early: Future[list[PeriodSeries]] | None = None) -> list[TemporalEntity]:
         if not entities:
             return entities
         try:
-            return self._read_history(entities, query)
+            return self._read_history(entities, query, early)
         finally:
             by_id = {entity.id: entity for entity in entities}
             for entity_id, view in views.items():
                 if entity_id in by_id:
                     _apply_view(by_id[entity_id], view, self.queries.guard.pseudonymiser)
 
-    def _read_history(self, entities: list[TemporalEntity],
-                      query: TemporalQuery) -> list[TemporalEntity]:
+    def _read_rollups(self, ids: list[str], names: list[str],
+                      query: TemporalQuery) -> list[PeriodSeries]:
+        with self.store.read() as conn:
+            return self._rollups(conn, ids, names, query)
+
+    def _rollups(self, conn: Connection, ids: list[str], names: list[str],
+                 query: TemporalQuery) -> list[PeriodSeries]:
+        aggregation = query.aggregation
+        assert aggregation is not None
+        time = query.time
+        figures = {f for method in aggregation.methods for f in ROLLUP_FIGURES[method]}
+        return history.rollup_aggregates(
+            conn, ids, names, time.start, time.end, origin=time.time_at or _EPOCH,
+            step_us=history.micros(_EPOCH + aggregation.period) if aggregation.period else None,
+            figures=figures)
+
+    def _read_history(self, entities: list[TemporalEntity], query: TemporalQuery,
+                      early: Future[list[PeriodSeries]] | None) -> list[TemporalEntity]:
+        """``early``: the rollups of query.attrs, read while the entities loaded."""
         ids = [e.id for e in entities]
         by_id = {e.id: e for e in entities}
         time = query.time
-        with self.store.read() as conn:
-            if query.aggregation is None:
-                for item in history.instances(conn, ids, query.attrs, time.start, time.end,
-                                              timeproperty=time.timeproperty,
-                                              last_n=query.last_n):
-                    by_id[item.entity_id].instances.setdefault(item.name, []).append(item)
-                return entities
-            aggregation = query.aggregation
-            origin = time.time_at or _EPOCH
-            step_us = history.micros(_EPOCH + aggregation.period) if aggregation.period else None
-            names = self._aggregated_names(entities, query)
-            fast = self._rollup_names(entities, names) if self.rollup_eligible(query) else []
-            stats: list[PeriodSeries] = []
-            if fast:
-                figures = {f for method in aggregation.methods for f in ROLLUP_FIGURES[method]}
-                stats += history.rollup_aggregates(conn, ids, fast, time.start, time.end,
-                                                   origin=origin, step_us=step_us,
-                                                   figures=figures)
-            slow = None if names is None else [n for n in names if n not in fast]
-            if slow is None or slow:
-                stats += history.raw_aggregates(
-                    conn, ids, slow, time.start, time.end, origin=origin, step_us=step_us,
-                    distinct="distinctCount" in aggregation.methods,
-                    timeproperty=time.timeproperty)
+        aggregation = query.aggregation
+        if aggregation is None:
+            with self.store.read() as conn:
+                found = history.instances(conn, ids, query.attrs, time.start, time.end,
+                                          timeproperty=time.timeproperty, last_n=query.last_n)
+            for item in found:
+                by_id[item.entity_id].instances.setdefault(item.name, []).append(item)
+            return entities
+        origin = time.time_at or _EPOCH
+        names = self._aggregated_names(entities, query)
+        fast = self._rollup_names(entities, names) if self.rollup_eligible(query) else []
+        slow = None if names is None else [n for n in names if n not in fast]
+        stats: list[PeriodSeries] = []
+        if early is not None:  # kept: attributes numeric now, entities the caller sees
+            wanted = set(fast)
+            stats += [s for s in early.result() if s.name in wanted and s.entity_id in by_id]
+        if (fast and early is None) or slow is None or slow:
+            with self.store.read() as conn:
+                if fast and early is None:
+                    stats += self._rollups(conn, ids, fast, query)
+                if slow is None or slow:
+                    stats += history.raw_aggregates(
+                        conn, ids, slow, time.start, time.end, origin=origin,
+                        step_us=history.micros(_EPOCH + aggregation.period)
+                        if aggregation.period else None,
+                        distinct="distinctCount" in aggregation.methods,
+                        timeproperty=time.timeproperty)
         self._collect(by_id, stats, query, origin)
         return entities
 
