@@ -375,11 +375,11 @@ def rollup_aggregates(conn: Connection, entity_ids: Sequence[str], names: Sequen
     if dialect == "postgresql":
         ids = list(dict.fromkeys(entity_ids))
         wanted = [f for f in ROLLUP_FIGURES if f in set(figures)]
-        days = _rollup_days(conn, ids, names, start, end, origin_s=params["origin"],
-                            step_s=params["step"] if step_us is not None else None,
-                            figures=wanted)
+        days, any_hourly = _rollup_days(
+            conn, ids, names, start, end, origin_s=params["origin"],
+            step_s=params["step"] if step_us is not None else None, figures=wanted)
         hourly = []
-        if not days or _hourly_rows_within(conn, start, end):
+        if not days or any_hourly:
             hourly = _rollup_postgres(conn, ids, where, params, period,
                                       hourly=step_us == 3_600_000_000, figures=wanted)
         return _with_days(hourly, days, ids) if days else hourly
@@ -390,15 +390,6 @@ def rollup_aggregates(conn: Connection, entity_ids: Sequence[str], names: Sequen
            " GROUP BY 1, 2, 3, 4"
            f" ORDER BY entity_id, name, dataset_id, period")
     return _series(conn.execute(text(sql).bindparams(*binds), params), times=False)
-
-
-def _hourly_rows_within(conn: Connection, start: datetime | None, end: datetime | None) -> bool:
-    """Whether rollup_hourly has any hour in [start, end), by one probe of its hour index:
-    a read of compacted days skips the per-entity hourly scan, which would find nothing."""
-    params: dict[str, Any] = {}
-    clauses = _within("hour", start, end, "postgresql", params) or ["true"]
-    return conn.execute(text(f"SELECT 1 FROM rollup_hourly WHERE {' AND '.join(clauses)}"
-                             " LIMIT 1"), params).first() is not None
 
 
 def _rollup_postgres(conn: Connection, ids: list[str], where: str, params: dict[str, Any],
@@ -450,26 +441,32 @@ def _rollup_postgres(conn: Connection, ids: list[str], where: str, params: dict[
 
 def _rollup_days(conn: Connection, ids: list[str], names: Sequence[str] | None,
                  start: datetime | None, end: datetime | None, *, origin_s: int,
-                 step_s: int | None, figures: list[str]) -> list[PeriodSeries]:
+                 step_s: int | None, figures: list[str]) -> tuple[list[PeriodSeries], bool]:
     """The compacted day rows (``urbanhub.store.rollups``) of these entities in [start, end),
-    one series per row, in the order of ``ids``, then attribute, datasetId and day.
+    one series per row, in the order of ``ids``, then attribute, datasetId and day; and
+    whether rollup_hourly has any hour in the range (when there are day rows): if not, the
+    per-entity scan of the hourly rows, which would find nothing, is skipped.
 
     Fetched in binary straight from psycopg: its C loaders parse the arrays in half the
     time of text, and SQLAlchemy's ARRAY processing cost more than the query.
     """
     params: dict[str, Any] = {"ids": ids, "origin": origin_s}
     clauses = ["d.entity_id = e.id"]
+    hours = ["true"]
     if names is not None:
         clauses.append("d.name = ANY(%(names)s)")
         params["names"] = list(names)
     if start is not None:
         clauses.append("d.day > %(first)s")
-        params["first"] = start - rollups.DAY
+        hours.append("hour >= %(start)s")
+        params.update(first=start - rollups.DAY, start=start)
     if end is not None:
         clauses.append("d.day < %(end)s")
+        hours.append("hour < %(end)s")
         params["end"] = end
     sql = ("SELECT e.id, d.name, d.dataset_id, CAST(date_part('epoch', d.day) AS bigint),"
-           f" d.hours, d.n{''.join(f', d.{f}' for f in figures)}"
+           f" d.hours, d.n{''.join(f', d.{f}' for f in figures)},"
+           f" EXISTS (SELECT 1 FROM rollup_hourly WHERE {' AND '.join(hours)})"
            " FROM unnest(CAST(%(ids)s AS text[])) WITH ORDINALITY AS e(id, pos)"
            f" JOIN rollup_daily d ON {' AND '.join(clauses)}"
            " ORDER BY e.pos, d.name, d.dataset_id, d.day")
@@ -482,7 +479,7 @@ def _rollup_days(conn: Connection, ids: list[str], names: Sequence[str] | None,
                   tuple[tuple[int, ...], list[int] | None, tuple[None, ...]]] = {}
     picks = [figures.index(f) if f in figures else None for f in ROLLUP_FIGURES]
     found = []
-    for entity_id, name, dataset_id, day_s, hours, n, *columns in rows:
+    for entity_id, name, dataset_id, day_s, hours, n, *columns, _ in rows:
         key = (day_s, tuple(hours))
         layout = layouts.get(key)
         if layout is None:
@@ -505,7 +502,7 @@ def _rollup_days(conn: Connection, ids: list[str], names: Sequence[str] | None,
                               total, total_sq, minimum, maximum, empty, empty)
         # Periods longer than an hour take several hours of the row: fold them into one.
         found.append(series if step_s == 3600 else _combined([series]))
-    return found
+    return found, bool(rows and rows[0][-1])
 
 
 def _with_days(hourly: list[PeriodSeries], days: list[PeriodSeries],
