@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from urbanhub.hub.runtime import Hub
 from urbanhub.store.entities import HistoryRow
@@ -155,3 +155,28 @@ def test_last_n_gives_the_newest_instances_of_every_series(hub: Hub) -> None:
                             for i in found] == expected, (names, start, end, last_n)
                     assert [i.instance["value"] for i in found] == [
                         float((i.observed_at - T0) // timedelta(minutes=10)) for i in found]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # PostgreSQL storage
+def test_current_state_stays_compact_under_a_stream_of_readings(hub: Hub) -> None:
+    """Each reading rewrites its entity's and attribute's current-state rows: they stay on
+    their pages (HOT updates, pruned as pages are read), so the tables do not grow with the
+    number of readings, even without VACUUM (autovacuum is off on the CI machine)."""
+    now = datetime.now(UTC)
+    sensors = [f"urn:ngsi-ld:S:{n}" for n in range(400)]  # pages full of rows
+    with hub.store.write() as conn:
+        for sensor in sensors:
+            hub.store.insert_entity(conn, {"id": sensor, "type": ["urn:T"], "attrs": {}}, now)
+
+    def sizes() -> tuple[int, int]:
+        with hub.store.read() as conn:
+            return tuple(int(conn.scalar(text(f"SELECT pg_relation_size('{table}')")) or 0)
+                         for table in ("entities", "attributes"))  # type: ignore[return-value]
+
+    for batch in range(5):
+        write(hub, [row for sensor in sensors for row in readings(sensor, batch * 6, 6)])
+    settled = sizes()
+    for batch in range(5, 25):
+        write(hub, [row for sensor in sensors for row in readings(sensor, batch * 6, 6)])
+    # 8,000 more updates of each table: a page or two, not four times the size
+    assert all(after <= 1.1 * before for after, before in zip(sizes(), settled, strict=True))
