@@ -1,4 +1,5 @@
-"""Day rows of the hourly rollups on PostgreSQL: compaction, reads, expiry.
+"""Day rows of the hourly rollups on PostgreSQL: compaction and expiry (``history`` reads
+them with the hourly rows).
 
 Compaction *moves* the hours of a past day from ``rollup_hourly`` into one ``rollup_daily``
 row per sensor, attribute and datasetId, so a city-wide day of hourly aggregates reads
