@@ -32,6 +32,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 
 from sqlalchemy import Column, Connection
 from sqlalchemy.exc import OperationalError
@@ -58,6 +60,8 @@ from urbanhub.store.catalog import list_datasets
 from urbanhub.store.entities import EntityStore
 
 log = logging.getLogger("urbanhub.disposal")
+#: What a per-dataset expiry step returns (rows found, or hours).
+Found = TypeVar("Found")
 #: Rows SQLite looks at per write transaction: one range takes tens of milliseconds.
 SQLITE_SCAN_ROWS = 20_000
 #: Entities deleted per transaction.
@@ -180,7 +184,9 @@ class DisposalService:
         for column in store.EXPIRING:
             found = (self._expire_rows_sqlite(column, cutoffs, dry_run, stop)
                      if self.store.dialect == "sqlite" else
-                     self._expire_rows_by_dataset(column, cutoffs, dry_run, stop))
+                     self._per_dataset(cutoffs, dry_run, stop, partial(
+                         store.expire_rows, column=column, cutoffs=cutoffs,
+                         delete_rows=not dry_run)))
             for owner, span in found.items():
                 figures = tally[owner]
                 if column.table.name == "history":
@@ -190,22 +196,20 @@ class DisposalService:
                 else:
                     figures.quality_flags += span.rows
         if self.store.dialect == "postgresql":  # compacted rollup days (store.rollups)
-            for owner in cutoffs.at:
-                if stop.is_set():
-                    break
-                with self._transaction(dry_run) as conn:
-                    tally[owner].rollup_hours += store.expire_rollup_days(
-                        conn, owner, cutoffs, delete_rows=not dry_run)
+            hours = self._per_dataset(cutoffs, dry_run, stop, partial(
+                store.expire_rollup_days, cutoffs=cutoffs, delete_rows=not dry_run))
+            for owner, count in hours.items():
+                tally[owner].rollup_hours += count
 
-    def _expire_rows_by_dataset(self, column: Column[datetime], cutoffs: Cutoffs,
-                                dry_run: bool, stop: threading.Event) -> dict[str, RowSpan]:
+    def _per_dataset(self, cutoffs: Cutoffs, dry_run: bool, stop: threading.Event,
+                     expire: Callable[..., Found]) -> dict[str, Found]:
+        """PostgreSQL: ``expire(conn, owner=...)`` for each dataset, a transaction each."""
         found = {}
         for owner in cutoffs.at:
             if stop.is_set():
                 break
             with self._transaction(dry_run) as conn:
-                found[owner] = store.expire_rows(conn, column, owner, cutoffs,
-                                                 delete_rows=not dry_run)
+                found[owner] = expire(conn, owner=owner)
         return found
 
     def _expire_rows_sqlite(self, column: Column[datetime], cutoffs: Cutoffs,
