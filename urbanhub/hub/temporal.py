@@ -212,6 +212,16 @@ def _stddev(n: int, total: float | None, total_sq: float | None) -> float | None
     return math.sqrt(max(0.0, total_sq / n - mean * mean))
 
 
+def _origin(query: TemporalQuery) -> datetime:
+    """Where the first aggregation period starts: timeAt, else the epoch."""
+    return query.time.time_at or _EPOCH
+
+
+def _step_us(aggregation: Aggregation) -> int | None:
+    """The aggregation period in microseconds; None for one period over the whole range."""
+    return history.micros(_EPOCH + aggregation.period) if aggregation.period else None
+
+
 def _whole_hours(moment: datetime | None) -> bool:
     return moment is None or history.micros(moment) % _HOUR_US == 0
 
@@ -325,12 +335,10 @@ class TemporalService:
                  query: TemporalQuery) -> list[PeriodSeries]:
         aggregation = query.aggregation
         assert aggregation is not None
-        time = query.time
         figures = {f for method in aggregation.methods for f in ROLLUP_FIGURES[method]}
-        return history.rollup_aggregates(
-            conn, ids, names, time.start, time.end, origin=time.time_at or _EPOCH,
-            step_us=history.micros(_EPOCH + aggregation.period) if aggregation.period else None,
-            figures=figures)
+        return history.rollup_aggregates(conn, ids, names, query.time.start, query.time.end,
+                                         origin=_origin(query), step_us=_step_us(aggregation),
+                                         figures=figures)
 
     def _read_history(self, entities: list[TemporalEntity], query: TemporalQuery,
                       early: Future[list[PeriodSeries]] | None) -> list[TemporalEntity]:
@@ -346,26 +354,26 @@ class TemporalService:
             for item in found:
                 by_id[item.entity_id].instances.setdefault(item.name, []).append(item)
             return entities
-        origin = time.time_at or _EPOCH
         names = self._aggregated_names(entities, query)
         fast = self._rollup_names(entities, names) if self.rollup_eligible(query) else []
         slow = None if names is None else [n for n in names if n not in fast]
+        read_fast = bool(fast) and early is None
+        read_slow = slow is None or bool(slow)
         stats: list[PeriodSeries] = []
         if early is not None:  # kept: attributes numeric now, entities the caller sees
             wanted = set(fast)
             stats += [s for s in early.result() if s.name in wanted and s.entity_id in by_id]
-        if (fast and early is None) or slow is None or slow:
+        if read_fast or read_slow:
             with self.store.read() as conn:
-                if fast and early is None:
+                if read_fast:
                     stats += self._rollups(conn, ids, fast, query)
-                if slow is None or slow:
+                if read_slow:
                     stats += history.raw_aggregates(
-                        conn, ids, slow, time.start, time.end, origin=origin,
-                        step_us=history.micros(_EPOCH + aggregation.period)
-                        if aggregation.period else None,
+                        conn, ids, slow, time.start, time.end, origin=_origin(query),
+                        step_us=_step_us(aggregation),
                         distinct="distinctCount" in aggregation.methods,
                         timeproperty=time.timeproperty)
-        self._collect(by_id, stats, query, origin)
+        self._collect(by_id, stats, query, _origin(query))
         return entities
 
     def _collect(self, by_id: dict[str, TemporalEntity], stats: list[PeriodSeries],
